@@ -1,0 +1,124 @@
+"""Account files: the model of `accounts/<subdomain>.yaml` and its loader.
+
+An account file links one Shopify store to one Gorgias account. The model here is the single
+source of truth: the JSON Schema in `schemas/` is generated from it, and `validate` checks files
+against both.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SUBDOMAIN_PATTERN = r"[a-z0-9][a-z0-9-]{0,62}"
+SHOPIFY_STORE_PATTERN = rf"^(?i:{SUBDOMAIN_PATTERN})\.(?i:myshopify\.com)$"
+GORGIAS_ACCOUNT_PATTERN = rf"^(?i:{SUBDOMAIN_PATTERN})\.(?i:gorgias\.com)$"
+SHOPIFY_STORE_RE = re.compile(SHOPIFY_STORE_PATTERN)
+GORGIAS_ACCOUNT_RE = re.compile(GORGIAS_ACCOUNT_PATTERN)
+SUBDOMAIN_RE = re.compile(rf"^{SUBDOMAIN_PATTERN}$")
+MAX_LOOKBACK_DAYS = 60
+DEFAULT_WIDGET_TITLE = "Together"
+
+
+class WidgetSettings(BaseModel):
+    """Where and how the Together widget shows in the Gorgias sidebar."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, title="Widget")
+
+    context: Literal["ticket", "customer"] = Field(
+        "ticket",
+        title="Context",
+        description="Sidebar the widget shows in: `ticket` (default) or `customer`.",
+    )
+    order: Annotated[int, Field(ge=0)] = Field(
+        0,
+        title="Order",
+        description="Position among the sidebar widgets; lower numbers show first. Default 0.",
+    )
+    title: Annotated[str, Field(min_length=1, max_length=100)] = Field(
+        DEFAULT_WIDGET_TITLE,
+        title="Title",
+        description="Card title agents see above the final-sale orders (at most 100 characters).",
+    )
+
+
+class Account(BaseModel):
+    """One link between a Shopify store and a Gorgias account."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        title="Together account",
+        json_schema_extra={
+            "description": (
+                "Links one Shopify store to one Gorgias account. The file name must be "
+                "`<gorgias subdomain>.yaml`. Never put tokens or other secrets here."
+            )
+        },
+    )
+
+    shopify_store: str = Field(
+        title="Shopify store",
+        description="The store's permanent domain, e.g. `acme.myshopify.com` (not a URL).",
+        pattern=SHOPIFY_STORE_PATTERN,
+        max_length=100,
+    )
+    gorgias_account: str = Field(
+        title="Gorgias account",
+        description=(
+            "The Gorgias helpdesk domain, e.g. `acme.gorgias.com`. Its subdomain must equal "
+            "the file name."
+        ),
+        pattern=GORGIAS_ACCOUNT_PATTERN,
+        max_length=100,
+    )
+    enabled: bool = Field(
+        True,
+        title="Enabled",
+        description=(
+            "`false` removes the Together integration and widget from this Gorgias account "
+            "on the next apply. Default `true`."
+        ),
+    )
+    lookback_days: Annotated[int, Field(ge=1, le=MAX_LOOKBACK_DAYS)] = Field(
+        MAX_LOOKBACK_DAYS,
+        title="Lookback days",
+        description="Show final-sale orders created within this many days (1 to 60, default 60).",
+    )
+    widget: WidgetSettings = Field(
+        default_factory=WidgetSettings,  # type: ignore[arg-type]
+        title="Widget",
+        description="Sidebar widget settings (all optional).",
+    )
+    notes: str | None = Field(
+        None,
+        title="Notes",
+        description="Free text for support staff; never shown to merchants. No secrets.",
+        max_length=2000,
+    )
+
+    @field_validator("shopify_store", "gorgias_account")
+    @classmethod
+    def _lower_case(cls, value: str) -> str:
+        return value.lower()
+
+    @property
+    def gorgias_subdomain(self) -> str:
+        return self.gorgias_account.split(".", 1)[0]
+
+    @property
+    def shopify_subdomain(self) -> str:
+        return self.shopify_store.split(".", 1)[0]
+
+
+@dataclass(frozen=True)
+class AccountFile:
+    """A validated account together with the file it came from (for provenance)."""
+
+    account: Account
+    path: Path
