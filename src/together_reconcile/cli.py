@@ -18,7 +18,7 @@ class Options:
     state_url: str
 
 
-@click.group(context_settings={"auto_envvar_prefix": "TOGETHER", "help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--accounts-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -42,3 +42,4 @@ def main(ctx: click.Context, accounts_dir: Path, state_url: str) -> None:
 
 
 # Commands are added below, one section per concept. Keep each one thin.
+# Every option names its environment variable explicitly: envvar="TOGETHER_<OPTION>".
