@@ -91,7 +91,7 @@ class Account(BaseModel):
         description="Show final-sale orders created within this many days (1 to 60, default 60).",
     )
     widget: WidgetSettings = Field(
-        default_factory=WidgetSettings,  # type: ignore[arg-type]
+        default_factory=WidgetSettings,
         title="Widget",
         description="Sidebar widget settings (all optional).",
     )
