@@ -324,37 +324,37 @@ class GorgiasClient:
     # ---------------------------------------------------------------- integrations
 
     def list_integrations(self) -> list[JSON]:
-        return self._list("/integrations", {})
+        return self._list("/api/integrations", {})
 
     def get_integration(self, integration_id: int) -> JSON:
-        return self._object("GET", f"/integrations/{int(integration_id)}")
+        return self._object("GET", f"/api/integrations/{int(integration_id)}")
 
     def create_integration(self, body: Mapping[str, Any]) -> JSON:
-        return self._object("POST", "/integrations", body)
+        return self._object("POST", "/api/integrations", body)
 
     def update_integration(self, integration_id: int, body: Mapping[str, Any]) -> JSON:
-        return self._object("PUT", f"/integrations/{int(integration_id)}", body)
+        return self._object("PUT", f"/api/integrations/{int(integration_id)}", body)
 
     def delete_integration(self, integration_id: int) -> None:
-        self._delete(f"/integrations/{int(integration_id)}")
+        self._delete(f"/api/integrations/{int(integration_id)}")
 
     # ---------------------------------------------------------------- widgets
 
     def list_widgets(self, integration_id: int | None = None) -> list[JSON]:
         params = {} if integration_id is None else {"integration_id": str(int(integration_id))}
-        return self._list("/widgets", params)
+        return self._list("/api/widgets", params)
 
     def get_widget(self, widget_id: int) -> JSON:
-        return self._object("GET", f"/widgets/{int(widget_id)}")
+        return self._object("GET", f"/api/widgets/{int(widget_id)}")
 
     def create_widget(self, body: Mapping[str, Any]) -> JSON:
-        return self._object("POST", "/widgets", body)
+        return self._object("POST", "/api/widgets", body)
 
     def update_widget(self, widget_id: int, body: Mapping[str, Any]) -> JSON:
-        return self._object("PUT", f"/widgets/{int(widget_id)}", body)
+        return self._object("PUT", f"/api/widgets/{int(widget_id)}", body)
 
     def delete_widget(self, widget_id: int) -> None:
-        self._delete(f"/widgets/{int(widget_id)}")
+        self._delete(f"/api/widgets/{int(widget_id)}")
 
     # ---------------------------------------------------------------- plumbing
 
@@ -433,8 +433,8 @@ class GorgiasClient:
         body: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
         """One logical request, with pacing, 429 handling and retries. Returns a 2xx answer."""
-        url = f"{self.base_url}/api{path}"
-        api_path = f"/api{path}"
+        url = f"{self.base_url}{path}"
+        api_path = path
         started = self._clock()
         retries = 0
         rate_limited = 0
