@@ -287,7 +287,7 @@ def _schema_validator() -> jsonschema.Draft202012Validator:
 _SECRET_KEY_RE = re.compile(r"token|secret|passw(?:or)?d|api[_-]?key", re.IGNORECASE)
 _SECRET_VALUE_RE = re.compile(r"shp(?:at|ca|pa|ss)_[0-9A-Fa-f]|[A-Za-z0-9+/=_-]{32,}")
 _DOMAIN_FIELDS = (("shopify_store",), ("gorgias_account",))
-_SECRET_ADVICE = (  # noqa: S105
+_NO_SECRETS_HERE = (
     "secrets never go in account files: remove it "
     "(tokens are stored with `together-reconcile credentials put`)"
 )
@@ -415,7 +415,7 @@ def _build(node: yaml.Node, path: _KeyPath, doc: _Document) -> Any:
             doc.add(
                 _position(node.start_mark),
                 f"{_dotted(path) or 'value'}: this value looks like a secret (an access token "
-                f"or key); {_SECRET_ADVICE}",
+                f"or key); {_NO_SECRETS_HERE}",
             )
         if node.style:
             doc.quoted.add(path)
@@ -449,7 +449,7 @@ def _build(node: yaml.Node, path: _KeyPath, doc: _Document) -> Any:
         doc.value_at[key_path] = _position(value_node.start_mark)
         if _SECRET_KEY_RE.search(key):
             doc.add(
-                key_position, f'key "{_dotted(key_path)}" looks like a secret; {_SECRET_ADVICE}'
+                key_position, f'key "{_dotted(key_path)}" looks like a secret; {_NO_SECRETS_HERE}'
             )
             continue
         mapping[key] = _build(value_node, key_path, doc)
@@ -873,13 +873,17 @@ def new_account_file(accounts_dir: Path, subdomain: str, store: str) -> Path:
         if existing.exists():
             raise AccountInputError(f"{existing} already exists: edit it instead")
     text = account_file_text(account)
-    result = _check_text(path, text)
-    everything = [result]
+    problems = _check_text(path, text).problems
+    if problems:  # cannot happen for valid inputs; never write a file `validate` rejects
+        raise AccountInputError("; ".join(problem.message for problem in problems))
     if accounts_dir.is_dir():
-        everything += [_check_file(other) for other in _account_files(accounts_dir)]
-    problems = result.problems + list(_cross_file_problems([result], everything))
-    if problems:
-        raise AccountInputError("; ".join(p.message for p in problems))
+        for other in _account_files(accounts_dir):
+            linked = _check_file(other).store
+            if linked is not None and linked[0] == account.shopify_store:
+                raise AccountInputError(
+                    f"--store: {account.shopify_store} is already linked in {other}: "
+                    "a store links to one Gorgias account"
+                )
     accounts_dir.mkdir(parents=True, exist_ok=True)
     try:
         with open(path, "x", encoding="utf-8") as handle:
