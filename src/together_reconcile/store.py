@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sqlite3
 import threading
@@ -31,6 +32,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
+from together_reconcile.config import GORGIAS_ACCOUNT_RE, SHOPIFY_STORE_RE
 from together_reconcile.secrets import (
     MISSING_KEYS_MESSAGE,
     DecryptionError,
@@ -45,6 +47,7 @@ CREDENTIAL_STATUSES: tuple[str, ...] = ("ok", "reconnect_needed")
 APPLY_LOCK_NAME = "apply"
 SQLITE_BUSY_TIMEOUT_S = 30.0
 PG_CONNECT_TIMEOUT_S = 5
+EXPIRES_SOON = timedelta(hours=1)
 
 
 class StoreError(Exception):
@@ -115,6 +118,24 @@ class CredentialInfo:
     domain: str
     expires_at: datetime | None
     status: CredentialStatus
+    refreshable: bool = False  # a refresh token is stored: expiry is handled on use
+
+    def display_status(self, now: datetime) -> str:
+        """What `credentials list` shows: whether someone has to act.
+
+        `reconnect_needed` (the refresh token was refused), `expired` / `expires soon` (within
+        `EXPIRES_SOON`) for a token nobody can refresh, else `ok` — a refreshable token is
+        renewed when the reconciler next uses it, so its access-token expiry needs no action.
+        """
+        if self.status == "reconnect_needed":
+            return "reconnect_needed"
+        if self.expires_at is None or self.refreshable:
+            return "ok"
+        if self.expires_at <= now:
+            return "expired"
+        if self.expires_at - now < EXPIRES_SOON:
+            return "expires soon"
+        return "ok"
 
 
 @dataclass(frozen=True)
@@ -139,6 +160,92 @@ class AuditEntry:
     resource_id: str | None
     detail: dict[str, Any]
     commit: str | None
+
+
+# Input (what `credentials put` and `credentials import` read) -------------------------------
+
+INPUT_KEYS: dict[str, tuple[str, ...]] = {
+    "gorgias": ("access_token", "refresh_token", "expires_in", "username"),
+    "shopify": ("access_token",),
+}
+_PRINTABLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,39}$")
+
+
+class CredentialInputError(ValueError):
+    """Input for a credential is unusable; the message never contains a value from it."""
+
+
+def normalize_domain(kind: str, domain: str) -> str:
+    """The lower-case domain, if it is a full domain of that kind; else `CredentialInputError`."""
+    if kind == "gorgias":
+        pattern, example = GORGIAS_ACCOUNT_RE, "acme.gorgias.com"
+    elif kind == "shopify":
+        pattern, example = SHOPIFY_STORE_RE, "acme.myshopify.com"
+    else:
+        raise CredentialInputError(f"unknown credential kind {kind[:20]!r}: use gorgias or shopify")
+    if not pattern.match(domain.strip()):
+        raise CredentialInputError(
+            f"{domain[:80]!r} is not a {kind} domain: give the full domain, like {example}"
+        )
+    return domain.strip().lower()
+
+
+def credential_from_mapping(
+    kind: str, domain: str, data: object, *, now: datetime | None = None
+) -> Credential:
+    """Build a credential from decoded JSON (`{"access_token", ...}`), checking every key."""
+    domain = normalize_domain(kind, domain)
+    allowed = INPUT_KEYS[kind]
+    if not isinstance(data, dict):
+        raise CredentialInputError('expected a JSON object like {"access_token": "..."}')
+    for key in data:
+        if key not in allowed:
+            shown = repr(key) if _PRINTABLE_KEY.match(str(key)) else "(not shown)"
+            raise CredentialInputError(
+                f"unknown key {shown} for a {kind} credential: allowed keys are "
+                + ", ".join(allowed)
+            )
+    access = data.get("access_token")
+    if not isinstance(access, str) or not access.strip():
+        raise CredentialInputError('"access_token" is missing or not a non-empty string')
+    refresh = data.get("refresh_token")
+    if refresh is not None and (not isinstance(refresh, str) or not refresh.strip()):
+        raise CredentialInputError('"refresh_token" must be a non-empty string or null')
+    expires_in = data.get("expires_in")
+    expires_at = None
+    if expires_in is not None:
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in <= 0:
+            raise CredentialInputError('"expires_in" must be a positive whole number of seconds')
+        expires_at = (now or _utcnow()) + timedelta(seconds=expires_in)
+    username = data.get("username")
+    if username is not None and (not isinstance(username, str) or not username.strip()):
+        raise CredentialInputError('"username" must be a non-empty string or null')
+    return Credential(
+        kind="gorgias" if kind == "gorgias" else "shopify",
+        domain=domain,
+        access_token=access.strip(),
+        refresh_token=refresh.strip() if refresh else None,
+        expires_at=expires_at,
+        username=username.strip() if username else None,
+    )
+
+
+def credential_from_json(
+    kind: str, domain: str, document: str, *, now: datetime | None = None
+) -> Credential:
+    """Parse the JSON object `credentials put` reads on stdin."""
+    if not document.strip():
+        raise CredentialInputError(
+            'nothing on stdin: pipe a JSON object like {"access_token": "..."}'
+        )
+    try:
+        data = json.loads(document)
+    except json.JSONDecodeError as error:
+        # error.msg never quotes the document; the position is enough to find the problem
+        raise CredentialInputError(
+            f"stdin is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
+        ) from None
+    return credential_from_mapping(kind, domain, data, now=now)
 
 
 # Schema ------------------------------------------------------------------------------------
@@ -280,7 +387,8 @@ def _reason(error: BaseException) -> str:
         return "connection timed out"
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(orig).__name__)
     # psycopg prefixes "connection failed: connection to server at ... failed: <reason>"
-    return first.rsplit("failed: ", 1)[-1]
+    reason = first.rsplit("failed: ", 1)[-1]
+    return reason.removeprefix("FATAL:").strip()
 
 
 # The store ---------------------------------------------------------------------------------
@@ -612,10 +720,13 @@ class Store:
                     credentials.c.domain,
                     credentials.c.expires_at,
                     credentials.c.status,
+                    credentials.c.refresh_token_enc.is_not(None).label("refreshable"),
                 ).order_by(credentials.c.kind, credentials.c.domain)
             ).all()
         return [
-            CredentialInfo(row.kind, row.domain, _as_utc(row.expires_at), row.status)
+            CredentialInfo(
+                row.kind, row.domain, _as_utc(row.expires_at), row.status, bool(row.refreshable)
+            )
             for row in rows
         ]
 
