@@ -121,3 +121,44 @@ def new(options: Options, subdomain: str, store: str) -> None:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(1) from None
     click.echo(f"wrote {path}")
+
+
+# --- sandbox ---------------------------------------------------------------------------------
+
+
+@main.command("sandbox")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="TOGETHER_SANDBOX_HOST")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    envvar="TOGETHER_SANDBOX_PORT",
+    help="0 picks a free port.",
+)
+@click.option(
+    "--seed",
+    "seed_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    envvar="TOGETHER_SANDBOX_SEED",
+    help="JSON file of extra accounts, stores and orders to seed.",
+)
+@click.option(
+    "--demo/--no-demo",
+    default=True,
+    show_default=True,
+    envvar="TOGETHER_SANDBOX_DEMO",
+    help="Seed the demo accounts, stores and orders.",
+)
+def sandbox_command(host: str, port: int, seed_file: Path | None, demo: bool) -> None:
+    """Serve a local Gorgias + Shopify stand-in until Ctrl-C or SIGTERM."""
+    from together_reconcile.sandbox.run import SeedFileError, run_sandbox
+
+    try:
+        status = run_sandbox(
+            host, port, demo=demo, seed_file=seed_file, echo=lambda line: click.echo(line)
+        )
+    except SeedFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    raise SystemExit(status)
