@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Sequence
 
@@ -31,6 +32,7 @@ _SIGNED_VERSION = "s1"
 # Anything longer than this cannot be one of our tokens: refuse before any work.
 _MAX_TOKEN_CHARS = 4096
 _KEY_BYTES = 32
+_URLSAFE_B64 = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
 
 class SecretKeysError(Exception):
@@ -65,9 +67,11 @@ def _decode_key(entry: str, position: int) -> bytes:
         f"entry {position} of {ENV_VAR} is not a valid key (expected the url-safe base64 of "
         '32 bytes, as printed by "together-reconcile keygen")'
     )
+    if not _URLSAFE_B64.fullmatch(entry):
+        raise problem
     try:
-        raw = base64.b64decode(entry.encode("ascii"), altchars=b"-_", validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raw = base64.urlsafe_b64decode(entry.encode("ascii"))
+    except (binascii.Error, ValueError):
         raise problem from None
     if len(raw) != _KEY_BYTES:
         raise problem
