@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -272,7 +273,7 @@ def test_secret_never_in_messages_repr_or_logs(caplog: pytest.LogCaptureFixture)
         assert TOKEN not in text
         assert "Bearer" not in text or "sha256:" in text
     assert "sha256:" in exc.message
-    assert caplog.records, "debug lines are logged"
+    assert "GET /api/integrations/1 attempt 1: 400" in caplog.text
 
 
 def test_basic_auth_sends_basic_header_and_hides_key(caplog: pytest.LogCaptureFixture) -> None:
@@ -548,7 +549,41 @@ def test_base_url_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         assert client.base_url == "https://acme.gorgias.com"
 
 
+def test_unsendable_request_is_not_retried() -> None:
+    handler, _ = sequence(httpx.LocalProtocolError("Illegal header value"))
+    with make_client(handler) as client, pytest.raises(GorgiasError) as caught:
+        client.create_integration({"name": "x"})
+    assert type(caught.value) is GorgiasError
+    assert caught.value.message == (
+        "the request could not be sent (LocalProtocolError); check TOGETHER_GORGIAS_URL"
+    )
+    assert client.request_count == 1
+
+
+def test_unreadable_answer_on_get_is_retried() -> None:
+    handler, _ = sequence(httpx.DecodingError("bad gzip"), httpx.Response(200, json={"id": 1}))
+    with make_client(handler) as client:
+        assert client.get_integration(1) == {"id": 1}
+    assert client.request_count == 2
+
+
+def test_limiter_registry_is_thread_safe() -> None:
+    found: list[AccountRateLimiter] = []
+    threads = [
+        threading.Thread(target=lambda: found.append(rate_limiter_for("threads.gorgias.com")))
+        for _ in range(16)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(found) == 16
+    assert len({id(limiter) for limiter in found}) == 1
+
+
 def test_bad_construction_arguments() -> None:
+    with pytest.raises(ValueError, match="must start with http:// or https://"):
+        GorgiasClient("acme.gorgias.com", BearerAuth(TOKEN), base_url_template="ftp://{account}")
     with pytest.raises(ValueError, match=r"must contain \{account\}"):
         GorgiasClient("acme.gorgias.com", BearerAuth(TOKEN), base_url_template="http://x")
     with pytest.raises(ValueError, match="not a Gorgias account domain"):

@@ -250,6 +250,8 @@ def parse_retry_after(value: str | None) -> float:
 
 # Nothing reached the server: retrying is safe even for a POST.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# The request cannot be sent at all (a bad base URL): retrying cannot help.
+_UNSENDABLE = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
 
 
 class _Retry(Exception):
@@ -290,6 +292,11 @@ class GorgiasClient:
         if "{account}" not in template:
             raise ValueError(
                 f"{BASE_URL_ENV} must contain {{account}} (the subdomain), e.g. "
+                f"{DEFAULT_BASE_URL_TEMPLATE}"
+            )
+        if not template.startswith(("http://", "https://")):
+            raise ValueError(
+                f"{BASE_URL_ENV} must start with http:// or https://, e.g. "
                 f"{DEFAULT_BASE_URL_TEMPLATE}"
             )
         self.base_url = template.replace("{account}", subdomain).rstrip("/")
@@ -450,9 +457,17 @@ class GorgiasClient:
             self.request_count += 1
             try:
                 response = self._http.request(method, url, params=params, json=body)
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 reason = type(exc).__name__
                 log.debug("%s %s attempt %d: %s", method, api_path, attempt, reason)
+                if isinstance(exc, _UNSENDABLE):
+                    raise self._error(
+                        GorgiasError,
+                        None,
+                        f"the request could not be sent ({reason}); check {BASE_URL_ENV}",
+                        method,
+                        api_path,
+                    ) from None
                 if method == "POST" and not isinstance(exc, _NOT_SENT):
                     raise self._error(
                         CreateOutcomeUnknown,
