@@ -1,0 +1,393 @@
+"""Apply: make live Gorgias state match a `Plan`, record what was done in the store.
+
+Safety rules run before any write: the delete cap and (for a saved plan) the staleness check;
+either refuses the whole run (`ApplyRefused`, exit 3). Accounts are applied concurrently; within
+one account the integration is created before its widget and the widget deleted before its
+integration. A create whose answer was lost (`CreateOutcomeUnknown`) is resolved by listing and
+adopting what the server made; only when nothing is there is it created once more.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from together_reconcile.desired import is_ours
+from together_reconcile.gorgias import (
+    CreateOutcomeUnknown,
+    GorgiasClient,
+    GorgiasError,
+    NotFound,
+)
+from together_reconcile.observe import (
+    DEFAULT_PLAN_CONCURRENCY,
+    Blocked,
+    Reconciler,
+    make_plan,
+)
+from together_reconcile.plan import (
+    NOT_CONNECTED,
+    AccountPlan,
+    Plan,
+    ResourcePlan,
+    desired_fingerprint,
+)
+from together_reconcile.render import SAVED_PLAN_FORMAT, account_json, resource_json
+from together_reconcile.store import ManagedAccount, Store
+
+DEFAULT_APPLY_CONCURRENCY = 16
+DEFAULT_MAX_DELETES = 3
+DEFAULT_LOCK_TIMEOUT_S = 60.0
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_REFUSED = 3
+
+
+class ApplyRefused(Exception):
+    """A safety rule refused the whole run; nothing was changed (exit 3)."""
+
+
+class PlanFileError(Exception):
+    """The saved plan file cannot be read or is not a plan written by `plan --out`."""
+
+
+class ApplyStepError(Exception):
+    """A step of one account could not be carried out (the account fails, others go on)."""
+
+
+@dataclass(frozen=True)
+class SavedPlan:
+    accounts: tuple[dict[str, Any], ...]
+    observed: Mapping[str, str | None]
+
+    @property
+    def domains(self) -> list[str]:
+        return [str(account["gorgias_account"]) for account in self.accounts]
+
+
+def load_saved_plan(path: Path) -> SavedPlan:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise PlanFileError(f"{path}: cannot read the plan file ({error.strerror})") from None
+    except ValueError:
+        raise PlanFileError(f"{path}: not JSON; write it with `plan --out FILE`") from None
+    if (
+        not isinstance(document, dict)
+        or document.get("format") != SAVED_PLAN_FORMAT
+        or not isinstance(document.get("accounts"), list)
+        or not isinstance(document.get("observed"), dict)
+    ):
+        raise PlanFileError(
+            f"{path}: not a saved plan (format {SAVED_PLAN_FORMAT}); write it with "
+            "`plan --out FILE`"
+        )
+    accounts = tuple(a for a in document["accounts"] if isinstance(a, dict))
+    if len(accounts) != len(document["accounts"]) or any(
+        not isinstance(a.get("gorgias_account"), str) for a in accounts
+    ):
+        raise PlanFileError(f"{path}: an account entry has no gorgias_account")
+    return SavedPlan(accounts, dict(document["observed"]))
+
+
+def check_not_stale(saved: SavedPlan, fresh: Plan) -> None:
+    """Refuse when anything observed, or anything planned, differs from the saved plan."""
+    moved: list[str] = []
+    for saved_account in saved.accounts:
+        domain = saved_account["gorgias_account"]
+        account = fresh.account(domain)
+        if (
+            account is None
+            or account.observed_fingerprint != saved.observed.get(domain)
+            or account_json(account) != saved_account
+        ):
+            moved.append(domain)
+    if moved:
+        raise ApplyRefused(
+            f"plan is stale: live state or desired state changed since the plan was made for "
+            f"{', '.join(moved)}; nothing was changed. Run `plan --out FILE` again and apply "
+            "the new plan"
+        )
+
+
+def check_delete_cap(plan: Plan, max_deletes: int) -> None:
+    count = plan.delete_count
+    if count > max_deletes:
+        raise ApplyRefused(
+            f"the plan deletes {count} (accounts losing their integration and widget, plus "
+            f"extra duplicates), over the cap of {max_deletes}; nothing was changed. Check the "
+            f"plan, then raise the cap with --max-deletes {count} (or TOGETHER_MAX_DELETES)"
+        )
+
+
+@dataclass(frozen=True)
+class AccountResult:
+    """What happened in one account."""
+
+    gorgias_account: str
+    action: str
+    ok: bool
+    changes: tuple[str, ...] = ()
+    error: str | None = None
+    reason: str | None = None
+
+    @property
+    def counts_as_failure(self) -> bool:
+        return not self.ok and self.reason != NOT_CONNECTED
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    results: tuple[AccountResult, ...]
+    write_requests: int = 0
+
+    @property
+    def failures(self) -> tuple[AccountResult, ...]:
+        return tuple(result for result in self.results if result.counts_as_failure)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_FAILED if self.failures else EXIT_OK
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for result in self.results:
+            if result.action == "in_sync" and result.ok:
+                continue
+            if result.reason is not None:
+                state = f"blocked ({result.reason})"
+            else:
+                state = "done" if result.ok else "FAILED"
+            lines.append(f"{result.gorgias_account}: {result.action} {state}")
+            lines.extend(f"    {change}" for change in result.changes)
+            if result.error:
+                lines.append(f"    error: {result.error}")
+        done = sum(1 for r in self.results if r.ok and r.action != "in_sync")
+        in_sync = sum(1 for r in self.results if r.ok and r.action == "in_sync")
+        waiting = sum(1 for r in self.results if r.reason == NOT_CONNECTED)
+        lines.append(
+            f"Apply: {done} changed, {in_sync} in sync, {len(self.failures)} failed, "
+            f"{waiting} not connected ({len(self.results)} accounts)."
+        )
+        if self.failures:
+            lines.append(
+                "Failed: "
+                + ", ".join(f.gorgias_account for f in self.failures)
+                + " (the other accounts were applied; run apply again to retry)"
+            )
+        return "\n".join(lines) + "\n"
+
+
+@dataclass
+class _AccountRun:
+    """Mutable progress of one account (kept local to its worker thread)."""
+
+    plan: AccountPlan
+    integration_id: int | None = None
+    widget_id: int | None = None
+    changes: list[str] = field(default_factory=list)
+
+
+def _update_body(desired: Mapping[str, Any], resource: ResourcePlan) -> dict[str, Any]:
+    """The desired integration, with triggers the UI turned on set off and reactivation."""
+    body = copy.deepcopy(dict(desired))
+    triggers = body.setdefault("http", {}).setdefault("triggers", {})
+    for diff in resource.diff:
+        if diff.field.startswith("http.triggers.") and diff.after is False:
+            triggers[diff.field.removeprefix("http.triggers.")] = False
+    if resource.action == "reactivate":
+        body["deactivated_datetime"] = None
+    return body
+
+
+class Applier:
+    """Executes one `Plan` with a `Reconciler` (Gorgias access) and records in the `Store`."""
+
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        store: Store,
+        *,
+        commit: str | None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._reconciler = reconciler
+        self._store = store
+        self._commit = commit
+        self._clock = clock
+        self._managed = store.list_managed()
+
+    def apply(self, plan: Plan, *, concurrency: int = DEFAULT_APPLY_CONCURRENCY) -> ApplyReport:
+        if not plan.accounts:
+            return ApplyReport(())
+        workers = max(1, min(concurrency, len(plan.accounts)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply") as pool:
+            results = tuple(pool.map(self._apply_account, plan.accounts))
+        return ApplyReport(results)
+
+    # One account ----------------------------------------------------------------------------
+
+    def _apply_account(self, account: AccountPlan) -> AccountResult:
+        domain = account.gorgias_account
+        if account.action == "blocked":
+            return AccountResult(
+                domain, "blocked", ok=False, error=account.message, reason=account.reason
+            )
+        run = _AccountRun(account)
+        kept = account.resource("integration")
+        run.integration_id = kept.id if kept else None
+        kept_widget = account.resource("widget")
+        run.widget_id = kept_widget.id if kept_widget else None
+        try:
+            if account.has_changes:
+                self._change(run)
+            self._record(run)
+        except (GorgiasError, ApplyStepError) as error:
+            return AccountResult(domain, account.action, False, tuple(run.changes), str(error))
+        return AccountResult(domain, account.action, True, tuple(run.changes))
+
+    def _change(self, run: _AccountRun) -> None:
+        domain = run.plan.gorgias_account
+        desired = self._reconciler.desired.resources(domain)
+        auth = self._reconciler.auth.auth_for(domain)
+        if isinstance(auth, Blocked):
+            raise ApplyStepError(f"cannot call Gorgias: {auth.reason}")
+        with self._reconciler.client(domain, auth) as client:
+            for resource in run.plan.resources:
+                if resource.action == "in_sync":
+                    continue
+                if resource.action != "delete" and desired is None:
+                    raise ApplyStepError("the plan changes an account that is no longer enabled")
+                self._step(client, run, resource, desired)
+
+    def _step(
+        self, client: GorgiasClient, run: _AccountRun, resource: ResourcePlan, desired: Any
+    ) -> None:
+        domain = run.plan.gorgias_account
+        kind, action = resource.kind, resource.action
+        resource_id: int | None = resource.id
+        if kind == "integration" and action == "create":
+            resource_id = run.integration_id = self._create_integration(client, desired.integration)
+        elif kind == "integration" and action in ("update", "reactivate"):
+            assert resource_id is not None
+            client.update_integration(resource_id, _update_body(desired.integration, resource))
+        elif kind == "widget" and action in ("create", "update"):
+            if run.integration_id is None:
+                raise ApplyStepError("the widget has no integration to bind to")
+            body = desired.widget(run.integration_id)
+            if action == "create":
+                resource_id = run.widget_id = self._create_widget(client, run.integration_id, body)
+            else:
+                assert resource_id is not None
+                client.update_widget(resource_id, {**body, "deactivated_datetime": None})
+        elif action == "delete":
+            assert resource_id is not None
+            try:
+                if kind == "widget":
+                    client.delete_widget(resource_id)
+                else:
+                    client.delete_integration(resource_id)
+            except NotFound:
+                pass  # already gone: the goal is reached
+        detail = {k: v for k, v in resource_json(resource).items() if k == "diff"}
+        self._store.append_audit(domain, action, kind, resource_id, detail, self._commit)
+        run.changes.append(f"{action} {kind} {resource_id}")
+
+    def _create_integration(self, client: GorgiasClient, body: Mapping[str, Any]) -> int:
+        def find() -> int | None:
+            ours = [i["id"] for i in client.list_integrations() if is_ours(i)]
+            ids = [i for i in ours if isinstance(i, int)]
+            return min(ids) if ids else None
+
+        return _create_or_adopt(lambda: client.create_integration(body), find)
+
+    def _create_widget(self, client: GorgiasClient, integration_id: int, body: Any) -> int:
+        def find() -> int | None:
+            ids = [
+                w["id"]
+                for w in client.list_widgets(integration_id=integration_id)
+                if w.get("integration_id") == integration_id and isinstance(w.get("id"), int)
+            ]
+            return min(ids) if ids else None
+
+        return _create_or_adopt(lambda: client.create_widget(body), find)
+
+    def _record(self, run: _AccountRun) -> None:
+        """Remember the accounts we manage; forget those whose resources are gone."""
+        domain = run.plan.gorgias_account
+        if not run.plan.wanted:
+            if domain in self._managed:
+                self._store.forget_managed(domain)
+            return
+        known = self._managed.get(domain)
+        desired = self._reconciler.desired.resources(domain)
+        fingerprint = "" if desired is None else desired_fingerprint(desired, run.integration_id)
+        if (
+            known is not None
+            and not run.changes
+            and (known.integration_id, known.widget_id) == (run.integration_id, run.widget_id)
+        ):
+            return
+        self._store.record_managed(
+            ManagedAccount(
+                domain=domain,
+                integration_id=run.integration_id,
+                widget_id=run.widget_id,
+                fingerprint=fingerprint,
+                applied_at=self._clock(),
+                commit=self._commit,
+            )
+        )
+
+
+def _create_or_adopt(create: Callable[[], dict[str, Any]], find: Callable[[], int | None]) -> int:
+    """Create; when the answer was lost, adopt what the server made, else create once more."""
+    for attempt in (1, 2):
+        try:
+            created = create()
+        except CreateOutcomeUnknown:
+            found = find()
+            if found is not None:
+                return found
+            if attempt == 2:
+                raise
+            continue
+        created_id = created.get("id")
+        if not isinstance(created_id, int):
+            raise ApplyStepError("Gorgias answered the create without an id")
+        return created_id
+    raise AssertionError("unreachable")
+
+
+def run_apply(
+    reconciler: Reconciler,
+    store: Store,
+    *,
+    saved: SavedPlan | None,
+    confirm: Callable[[Plan], bool],
+    max_deletes: int = DEFAULT_MAX_DELETES,
+    concurrency: int = DEFAULT_APPLY_CONCURRENCY,
+    plan_concurrency: int = DEFAULT_PLAN_CONCURRENCY,
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    commit: str | None = None,
+) -> tuple[Plan, ApplyReport | None]:
+    """Lock, plan afresh, run the safety rules, confirm, apply. `None` report: not confirmed.
+
+    Raises `ApplyRefused` (stale plan, delete cap) and `LockTimeout` before any write.
+    """
+    with store.apply_lock(lock_timeout_s):
+        domains = reconciler.scope(saved.domains if saved else ())
+        plan = make_plan(reconciler, domains, concurrency=plan_concurrency)
+        if saved is not None:
+            check_not_stale(saved, plan)
+        check_delete_cap(plan, max_deletes)
+        if plan.has_changes and not confirm(plan):
+            return plan, None
+        report = Applier(reconciler, store, commit=commit).apply(plan, concurrency=concurrency)
+        return plan, report

@@ -1,0 +1,265 @@
+"""Observation: read each account's live Gorgias state and diff it into a `Plan`.
+
+The I/O half of planning. Accounts are observed in a thread pool (one `GorgiasClient` per
+account); an in-sync account costs two requests: list integrations, then list the widgets
+bound to our integration. Each account's Gorgias auth comes from `GorgiasAuthProvider`, the one
+place where token refresh (before use, or after a 401) is to be added.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Collection, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from together_reconcile.config import AccountFile, load_accounts
+from together_reconcile.desired import desired_integration, desired_widget, is_ours
+from together_reconcile.gorgias import (
+    BasicAuth,
+    BearerAuth,
+    CredentialsRejected,
+    GorgiasClient,
+    GorgiasError,
+    GorgiasUnavailable,
+)
+from together_reconcile.plan import (
+    CREDENTIALS_REJECTED,
+    GORGIAS_ERROR,
+    GORGIAS_UNAVAILABLE,
+    NOT_CONNECTED,
+    RECONNECT_NEEDED,
+    AccountPlan,
+    DesiredResources,
+    Observation,
+    Plan,
+    blocked,
+    plan_account,
+    sorted_plan,
+)
+from together_reconcile.secrets import Keyring
+from together_reconcile.store import Credential, Store
+
+GorgiasAuth = BearerAuth | BasicAuth
+ClientFactory = Callable[[str, GorgiasAuth], GorgiasClient]
+
+PUBLIC_URL_ENV = "TOGETHER_PUBLIC_URL"
+SECRET_KEYS_ENV = "TOGETHER_SECRET_KEYS"  # noqa: S105 - a variable name
+DEFAULT_PLAN_CONCURRENCY = 64
+
+
+class SetupError(Exception):
+    """A missing or bad setting: the message says what to set."""
+
+
+class UnknownAccount(SetupError):
+    """`--account` named a domain that is neither in the accounts folder nor managed."""
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """Why an account cannot be observed or changed (a `plan` blocked reason)."""
+
+    reason: str
+    message: str | None = None
+
+
+class GorgiasAuthProvider:
+    """Credentials → the auth to call Gorgias with, or why there is none.
+
+    The seam for OAuth refresh: `auth_for` is where an expiring token gets refreshed before
+    use, and `rejected` is where a 401 can trigger one refresh and a retry.
+    """
+
+    def __init__(self, credentials: Mapping[str, Credential]) -> None:
+        self._credentials = {domain.lower(): cred for domain, cred in credentials.items()}
+
+    @classmethod
+    def from_store(cls, store: Store, domains: Iterable[str]) -> GorgiasAuthProvider:
+        """Read every account's Gorgias credentials in one query."""
+        return cls(store.get_credentials("gorgias", list(domains)))
+
+    def auth_for(self, domain: str) -> GorgiasAuth | Blocked:
+        credential = self._credentials.get(domain.lower())
+        if credential is None:
+            return Blocked(NOT_CONNECTED)
+        if credential.status == "reconnect_needed":
+            return Blocked(RECONNECT_NEEDED)
+        if credential.username:
+            return BasicAuth(credential.username, credential.access_token)
+        return BearerAuth(credential.access_token)
+
+    def rejected(self, domain: str) -> GorgiasAuth | Blocked:
+        """Gorgias answered 401 to `auth_for`'s auth: a new auth to retry with, or why not."""
+        return Blocked(CREDENTIALS_REJECTED)
+
+
+def default_client_factory(domain: str, auth: GorgiasAuth) -> GorgiasClient:
+    return GorgiasClient(domain, auth)
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """The desired resources of every account in the accounts folder."""
+
+    accounts: Mapping[str, AccountFile]
+    public_url: str
+    keyring: Keyring
+    commit: str | None
+
+    def resources(self, domain: str) -> DesiredResources | None:
+        """None when the account is disabled or has no file (all of ours must go)."""
+        account_file = self.accounts.get(domain)
+        if account_file is None or not account_file.account.enabled:
+            return None
+        integration = desired_integration(
+            account_file,
+            public_url=self.public_url,
+            event_token=self.keyring.event_token(domain),
+            commit=self.commit,
+        )
+        account = account_file.account
+
+        def widget(integration_id: int | None) -> dict[str, Any]:
+            return desired_widget(account, integration_id)
+
+        return DesiredResources(integration, widget)
+
+
+@dataclass(frozen=True)
+class Reconciler:
+    """Everything planning and applying need: desired state, managed accounts, Gorgias access."""
+
+    desired: DesiredState
+    managed: Collection[str]
+    auth: GorgiasAuthProvider
+    client_factory: ClientFactory = default_client_factory
+
+    def scope(self, only: Iterable[str] = ()) -> list[str]:
+        """The accounts covered: every account file plus every managed account (or `only`)."""
+        known = set(self.desired.accounts) | set(self.managed)
+        wanted = [domain.strip().lower() for domain in only]
+        unknown = sorted(domain for domain in wanted if domain not in known)
+        if unknown:
+            raise UnknownAccount(
+                f"unknown account(s): {', '.join(unknown)}: no file in the accounts folder "
+                "and not managed by together-reconcile"
+            )
+        return sorted(set(wanted) if wanted else known)
+
+    def client(self, domain: str, auth: GorgiasAuth) -> GorgiasClient:
+        return self.client_factory(domain, auth)
+
+
+def observe(client: GorgiasClient) -> Observation:
+    """Every integration of the account, and the widgets bound to ours."""
+    integrations = client.list_integrations()
+    widgets: list[dict[str, Any]] = []
+    for integration in integrations:
+        if is_ours(integration) and isinstance(integration.get("id"), int):
+            widgets.extend(client.list_widgets(integration_id=integration["id"]))
+    return Observation(tuple(integrations), tuple(widgets))
+
+
+def observation_failure(error: GorgiasError) -> Blocked:
+    if isinstance(error, CredentialsRejected):
+        return Blocked(CREDENTIALS_REJECTED)
+    if isinstance(error, GorgiasUnavailable):
+        return Blocked(GORGIAS_UNAVAILABLE, str(error))
+    return Blocked(GORGIAS_ERROR, str(error))
+
+
+def plan_one(reconciler: Reconciler, domain: str) -> AccountPlan:
+    """Observe one account and diff it; failures become a blocked account, never an exception."""
+    desired = reconciler.desired.resources(domain)
+    wanted = desired is not None
+    auth = reconciler.auth.auth_for(domain)
+    if isinstance(auth, Blocked):
+        return blocked(domain, auth.reason, wanted=wanted, message=auth.message)
+    try:
+        with reconciler.client(domain, auth) as client:
+            observation = observe(client)
+    except CredentialsRejected:
+        retry = reconciler.auth.rejected(domain)
+        if isinstance(retry, Blocked):
+            return blocked(domain, retry.reason, wanted=wanted, message=retry.message)
+        try:
+            with reconciler.client(domain, retry) as client:
+                observation = observe(client)
+        except GorgiasError as error:
+            failure = observation_failure(error)
+            return blocked(domain, failure.reason, wanted=wanted, message=failure.message)
+    except GorgiasError as error:
+        failure = observation_failure(error)
+        return blocked(domain, failure.reason, wanted=wanted, message=failure.message)
+    return plan_account(domain, desired, observation)
+
+
+def make_plan(
+    reconciler: Reconciler,
+    domains: Iterable[str],
+    *,
+    concurrency: int = DEFAULT_PLAN_CONCURRENCY,
+) -> Plan:
+    """Observe `domains` in a pool of `concurrency` threads and diff each one."""
+    domains = list(domains)
+    if not domains:
+        return sorted_plan(())
+    workers = max(1, min(concurrency, len(domains)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="observe") as pool:
+        return sorted_plan(pool.map(lambda domain: plan_one(reconciler, domain), domains))
+
+
+# -- Setup shared by `plan` and `apply` ------------------------------------------------------
+
+
+def public_url_from_env(environ: Mapping[str, str]) -> str:
+    value = (environ.get(PUBLIC_URL_ENV) or "").strip()
+    if not value:
+        raise SetupError(
+            f"{PUBLIC_URL_ENV} is not set: set it to the public base URL of the event handler "
+            "(e.g. https://together.example.com); the integration calls "
+            f"{{{PUBLIC_URL_ENV}}}/gorgias/events"
+        )
+    if not value.startswith(("https://", "http://")) or len(value.split("://", 1)[1]) == 0:
+        raise SetupError(
+            f"{PUBLIC_URL_ENV} must be an http(s) URL such as https://together.example.com"
+        )
+    return value.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Session:
+    """An opened store and the reconciler built from it (close the store when done)."""
+
+    store: Store
+    reconciler: Reconciler
+
+
+def open_session(
+    accounts_dir: Path,
+    state_url: str,
+    *,
+    environ: Mapping[str, str] | None = None,
+    client_factory: ClientFactory = default_client_factory,
+) -> Session:
+    """Check settings first (nothing is written when one is missing), then open the store.
+
+    Raises `SetupError`, `SecretKeysError`, `ConfigError` or `StoreError`.
+    """
+    env = os.environ if environ is None else environ
+    public_url = public_url_from_env(env)
+    keyring = Keyring.from_env(env.get(SECRET_KEYS_ENV))
+    accounts = load_accounts(accounts_dir)
+    store = Store.open(state_url, keyring)
+    try:
+        managed = store.list_managed()
+        desired = DesiredState(accounts, public_url, keyring, env.get("GITHUB_SHA") or None)
+        domains = set(accounts) | set(managed)
+        auth = GorgiasAuthProvider.from_store(store, domains)
+    except BaseException:
+        store.close()
+        raise
+    return Session(store, Reconciler(desired, frozenset(managed), auth, client_factory))

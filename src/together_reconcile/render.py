@@ -1,0 +1,195 @@
+"""Renderings of a `Plan`: JSON (SPEC shape), text for terminals, Markdown for PR comments.
+
+A `Plan` holds no secret (header values are fingerprints already), so these are safe for CI
+logs and pull-request comments.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from together_reconcile.plan import AccountPlan, FieldDiff, Plan, ResourcePlan
+
+SAVED_PLAN_FORMAT = 1
+MAX_VALUE_CHARS = 100
+
+_SYMBOLS = {
+    "create": "+",
+    "update": "~",
+    "reactivate": "~",
+    "delete": "-",
+    "in_sync": "=",
+    "blocked": "!",
+}
+_COLOURS = {"+": "32", "~": "33", "-": "31", "=": "2", "!": "35"}
+
+
+# -- JSON ------------------------------------------------------------------------------------
+
+
+def resource_json(resource: ResourcePlan) -> dict[str, Any]:
+    return {
+        "kind": resource.kind,
+        "action": resource.action,
+        "id": resource.id,
+        "diff": [{"field": d.field, "before": d.before, "after": d.after} for d in resource.diff],
+    }
+
+
+def account_json(account: AccountPlan) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "gorgias_account": account.gorgias_account,
+        "action": account.action,
+        "resources": [resource_json(resource) for resource in account.resources],
+    }
+    if account.reason is not None:
+        document["reason"] = account.reason
+        document["message"] = account.message
+    if account.notes:
+        document["notes"] = list(account.notes)
+    return document
+
+
+def to_json(plan: Plan) -> dict[str, Any]:
+    """The `plan --json` document (SPEC "plan --json")."""
+    return {
+        "accounts": [account_json(account) for account in plan.accounts],
+        "summary": plan.summary,
+    }
+
+
+def saved_plan_document(plan: Plan) -> dict[str, Any]:
+    """`plan --out`: the JSON document plus the observed-state fingerprint of each account."""
+    return {
+        **to_json(plan),
+        "format": SAVED_PLAN_FORMAT,
+        "observed": {
+            account.gorgias_account: account.observed_fingerprint for account in plan.accounts
+        },
+    }
+
+
+def render_json(plan: Plan) -> str:
+    return json.dumps(to_json(plan), indent=2, sort_keys=False) + "\n"
+
+
+# -- Text ------------------------------------------------------------------------------------
+
+
+def _value(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    if len(text) > MAX_VALUE_CHARS:
+        text = text[: MAX_VALUE_CHARS - 1] + "…"
+    return text
+
+
+def _diff_line(diff: FieldDiff, creating: bool) -> str:
+    if creating:
+        return f"{diff.field} = {_value(diff.after)}"
+    return f"{diff.field}: {_value(diff.before)} → {_value(diff.after)}"
+
+
+def _resource_title(resource: ResourcePlan) -> str:
+    ident = "(new)" if resource.id is None else str(resource.id)
+    label = resource.action.replace("_", " ")
+    return f"{resource.kind} {ident}: {label}"
+
+
+def _account_lines(account: AccountPlan) -> list[tuple[str, str]]:
+    """(symbol, line) pairs; the symbol picks the colour."""
+    symbol = _SYMBOLS[account.action]
+    head = f"{account.gorgias_account}: {account.action.replace('_', ' ')}"
+    if account.reason is not None:
+        head += f" ({account.reason}: {account.message})"
+    lines = [(symbol, f"{symbol} {head}")]
+    for resource in account.resources:
+        mark = _SYMBOLS[resource.action]
+        lines.append((mark, f"    {mark} {_resource_title(resource)}"))
+        if resource.action == "delete":
+            continue
+        creating = resource.action == "create"
+        for diff in resource.diff:
+            lines.append((mark, f"        {_diff_line(diff, creating)}"))
+    lines.extend(("!", f"    note: {note}") for note in account.notes)
+    return lines
+
+
+def summary_line(plan: Plan) -> str:
+    s = plan.summary
+    return (
+        f"Plan: {s['create']} to create, {s['update']} to update, {s['delete']} to delete, "
+        f"{s['in_sync']} in sync, {s['blocked']} blocked ({s['accounts']} accounts)."
+    )
+
+
+def render_text(plan: Plan, *, colour: bool = False, show_in_sync: bool = False) -> str:
+    """Terraform-like text. In-sync accounts are listed on one line each (or hidden)."""
+
+    def paint(symbol: str, line: str) -> str:
+        return f"\x1b[{_COLOURS[symbol]}m{line}\x1b[0m" if colour else line
+
+    out: list[str] = []
+    in_sync = 0
+    for account in plan.accounts:
+        if account.action == "in_sync" and not account.notes and not show_in_sync:
+            in_sync += 1
+            continue
+        out.extend(paint(symbol, line) for symbol, line in _account_lines(account))
+    if in_sync:
+        out.append(paint("=", f"= {in_sync} account(s) in sync"))
+    out.append(summary_line(plan))
+    return "\n".join(out) + "\n"
+
+
+# -- Markdown --------------------------------------------------------------------------------
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(plan: Plan, *, title: str = "together-reconcile plan") -> str:
+    """For PR comments and the job summary: a summary table, then each account's details."""
+    s = plan.summary
+    out = [
+        f"### {title}",
+        "",
+        "| create | update | delete | in sync | blocked | accounts |",
+        "|---:|---:|---:|---:|---:|---:|",
+        f"| {s['create']} | {s['update']} | {s['delete']} | {s['in_sync']} | {s['blocked']} "
+        f"| {s['accounts']} |",
+        "",
+    ]
+    shown = [a for a in plan.accounts if a.action != "in_sync" or a.notes]
+    if not shown:
+        out.append("No changes: every account is in sync.")
+        return "\n".join(out) + "\n"
+    out += ["| account | action | details |", "|---|---|---|"]
+    for account in shown:
+        details = account.reason or ", ".join(
+            f"{r.kind} {r.action.replace('_', ' ')}"
+            for r in account.resources
+            if r.action != "in_sync"
+        )
+        if account.notes:
+            details = (details + "; " if details else "") + f"{len(account.notes)} note(s)"
+        out.append(
+            f"| `{account.gorgias_account}` | {account.action.replace('_', ' ')} "
+            f"| {_md_cell(details)} |"
+        )
+    out.append("")
+    for account in shown:
+        if account.action in ("in_sync", "blocked") and not account.notes:
+            continue
+        out += [
+            "<details>",
+            f"<summary><code>{account.gorgias_account}</code>: {account.action}</summary>",
+            "",
+            "```diff",
+            *(line for _symbol, line in _account_lines(account)),
+            "```",
+            "</details>",
+            "",
+        ]
+    return "\n".join(out) + "\n"
