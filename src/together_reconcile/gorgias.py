@@ -37,6 +37,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
@@ -254,13 +255,13 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _UNSENDABLE = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
 
 
-class _Retry(Exception):
-    """Internal: the attempt failed in a retryable way."""
+@dataclass(frozen=True)
+class _Failure:
+    """One attempt failed in a retryable way."""
 
-    def __init__(self, status: int | None, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+    status: int | None
+    reason: str
+    maybe_applied: bool  # the server may have acted on the request
 
 
 class GorgiasClient:
@@ -441,85 +442,92 @@ class GorgiasClient:
     ) -> httpx.Response:
         """One logical request, with pacing, 429 handling and retries. Returns a 2xx answer."""
         url = f"{self.base_url}{path}"
-        api_path = path
         started = self._clock()
-        retries = 0
-        rate_limited = 0
-        ambiguous = False  # an earlier attempt may have reached the server
+        attempt = retries = rate_limited = 0
+        maybe_applied = False  # an earlier attempt may have reached the server
         while True:
-            wait = self._limiter.wait_time(self._clock())
-            if wait > 0:
-                log.debug(
-                    "%s %s: pausing %.2fs for the account's rate limit", method, api_path, wait
-                )
-                self._sleep(wait)
-            attempt = retries + rate_limited + 1
+            self._pace(method, path)
+            attempt += 1
             self.request_count += 1
             try:
                 response = self._http.request(method, url, params=params, json=body)
             except httpx.RequestError as exc:
-                reason = type(exc).__name__
-                log.debug("%s %s attempt %d: %s", method, api_path, attempt, reason)
-                if isinstance(exc, _UNSENDABLE):
-                    raise self._error(
-                        GorgiasError,
-                        None,
-                        f"the request could not be sent ({reason}); check {BASE_URL_ENV}",
-                        method,
-                        api_path,
-                    ) from None
-                if method == "POST" and not isinstance(exc, _NOT_SENT):
-                    raise self._error(
-                        CreateOutcomeUnknown,
-                        None,
-                        f"{reason} after the create was sent; it may exist: list and adopt it",
-                        method,
-                        api_path,
-                    ) from None
-                if not isinstance(exc, _NOT_SENT):
-                    ambiguous = True
-                retry = _Retry(None, reason)
+                log.debug("%s %s attempt %d: %s", method, path, attempt, type(exc).__name__)
+                failure = self._transport_failure(exc, method, path)
             else:
                 status = response.status_code
-                log.debug("%s %s attempt %d: %d", method, api_path, attempt, status)
+                log.debug("%s %s attempt %d: %d", method, path, attempt, status)
                 self._note_call_limit(response)
-                if 200 <= status < 300:
+                if response.is_success:
                     return response
                 if status == 429:
                     rate_limited += 1
-                    self._wait_rate_limited(response, method, api_path, started, rate_limited)
+                    self._wait_rate_limited(response, method, path, started, rate_limited)
                     continue
-                if status >= 500:
-                    if method == "POST":
-                        raise self._error(
-                            CreateOutcomeUnknown,
-                            status,
-                            f"{self._error_message(response)[0]}; the create may have happened: "
-                            "list and adopt it",
-                            method,
-                            api_path,
-                        )
-                    ambiguous = True
-                    retry = _Retry(status, self._error_message(response)[0])
-                elif status == 404 and method == "DELETE" and ambiguous:
-                    log.debug("DELETE %s: 404 on a retry, an earlier attempt deleted it", api_path)
+                if status == 404 and method == "DELETE" and maybe_applied:
+                    log.debug("DELETE %s: 404 on a retry, an earlier attempt deleted it", path)
                     return response
-                else:
-                    raise self._status_error(response, method, api_path)
+                failure = self._status_failure(response, method, path)
+            maybe_applied = maybe_applied or failure.maybe_applied
             retries += 1
             delay = self._backoff(retries)
             elapsed = self._clock() - started
             if retries > self._max_retries or elapsed + delay > self._max_retry_time:
                 raise self._error(
                     GorgiasUnavailable,
-                    retry.status,
+                    failure.status,
                     f"no usable answer after {attempt} attempts in {elapsed:.1f}s "
-                    f"(last: {retry.reason})",
+                    f"(last: {failure.reason})",
                     method,
-                    api_path,
+                    path,
                 )
-            log.debug("%s %s: retry %d in %.2fs", method, api_path, retries, delay)
+            log.debug("%s %s: retry %d in %.2fs", method, path, retries, delay)
             self._sleep(delay)
+
+    def _pace(self, method: str, path: str) -> None:
+        """Wait as long as the account's limiter says (Retry-After, call-limit slowdown)."""
+        wait = self._limiter.wait_time(self._clock())
+        if wait > 0:
+            log.debug("%s %s: pausing %.2fs for the account's rate limit", method, path, wait)
+            self._sleep(wait)
+
+    def _transport_failure(self, exc: httpx.RequestError, method: str, path: str) -> _Failure:
+        """A retryable failure, or raise: unsendable → GorgiasError, POST sent → unknown."""
+        reason = type(exc).__name__
+        if isinstance(exc, _UNSENDABLE):
+            raise self._error(
+                GorgiasError,
+                None,
+                f"the request could not be sent ({reason}); check {BASE_URL_ENV}",
+                method,
+                path,
+            ) from None
+        sent = not isinstance(exc, _NOT_SENT)
+        if method == "POST" and sent:
+            raise self._error(
+                CreateOutcomeUnknown,
+                None,
+                f"{reason} after the create was sent; it may exist: list and adopt it",
+                method,
+                path,
+            ) from None
+        return _Failure(None, reason, maybe_applied=sent)
+
+    def _status_failure(self, response: httpx.Response, method: str, path: str) -> _Failure:
+        """A retryable 5xx, or raise: POST 5xx → unknown outcome, other statuses → typed error."""
+        status = response.status_code
+        if status < 500:
+            raise self._status_error(response, method, path)
+        message = self._error_message(response)[0]
+        if method == "POST":
+            raise self._error(
+                CreateOutcomeUnknown,
+                status,
+                f"{message}; the create may have happened: list and adopt it",
+                method,
+                path,
+            )
+        return _Failure(status, message, maybe_applied=True)
 
     def _backoff(self, retry: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**(retry-1))]."""
@@ -531,6 +539,7 @@ class GorgiasClient:
     ) -> None:
         wait = parse_retry_after(response.headers.get("Retry-After"))
         now = self._clock()
+        self._limiter.pause_until(now + wait)  # every client of the account honours it
         if count >= MAX_RATE_LIMITED_ATTEMPTS or (now - started) + wait > self._max_retry_time:
             raise self._error(
                 RateLimited,
@@ -540,7 +549,6 @@ class GorgiasClient:
                 path,
             )
         log.debug("%s %s: 429, waiting %.2fs (Retry-After)", method, path, wait)
-        self._limiter.pause_until(now + wait)
 
     def _note_call_limit(self, response: httpx.Response) -> None:
         reading = parse_call_limit(response.headers.get(CALL_LIMIT_HEADER))
