@@ -162,3 +162,57 @@ def sandbox_command(host: str, port: int, seed_file: Path | None, demo: bool) ->
     except SeedFileError as exc:
         raise click.ClickException(str(exc)) from None
     raise SystemExit(status)
+
+
+# --- serve: the event handler ---------------------------------------------------------------
+
+
+@main.command("serve")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="TOGETHER_HOST",
+    help="Address to listen on.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    envvar="TOGETHER_PORT",
+    help="Port to listen on.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    envvar="TOGETHER_WORKERS",
+    help="Worker processes (about one per core).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=16,
+    show_default=True,
+    envvar="TOGETHER_THREADS",
+    help="Threads per worker (requests waiting on Shopify).",
+)
+@click.pass_obj
+def serve_command(options: Options, host: str, port: int, workers: int, threads: int) -> None:
+    """Run the event handler Gorgias calls (gunicorn, threaded workers)."""
+    from together_reconcile import handler, serve
+    from together_reconcile.secrets import SecretKeysError
+
+    try:
+        settings = handler.Settings.from_env(
+            accounts_dir=options.accounts_dir, state_url=options.state_url
+        )
+        serve.run_server(
+            settings, serve.ServeOptions(host=host, port=port, workers=workers, threads=threads)
+        )
+    except SecretKeysError as error:
+        raise click.ClickException(str(error)) from None
+    except config.ConfigError as error:
+        raise click.ClickException(f"the account files are not valid:\n{error}") from None
