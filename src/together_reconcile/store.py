@@ -631,9 +631,6 @@ class Store:
         }
 
     def _upsert_credentials(self, conn: Connection, creds: Iterable[Credential]) -> None:
-        rows = [self._credential_row(credential) for credential in creds]
-        if not rows:
-            return
         statement = self._insert(credentials)
         statement = statement.on_conflict_do_update(
             index_elements=[credentials.c.kind, credentials.c.domain],
@@ -649,7 +646,8 @@ class Store:
                 )
             },
         )
-        conn.execute(statement, rows)
+        for credential in creds:  # one by one: a failure part-way rolls back the earlier ones
+            conn.execute(statement, self._credential_row(credential))
 
     def _credential_from_row(self, row: sa.Row[Any]) -> Credential:
         keyring = self._require_keyring()
