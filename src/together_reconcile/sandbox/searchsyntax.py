@@ -269,7 +269,8 @@ def compile_query(query: str | None) -> Predicate:
     predicate = parser.or_expr()
     leftover = parser.peek()
     if leftover is not None:
-        raise SearchSyntaxError(f"unexpected token at position {leftover.position}")
+        what = "')'" if leftover.kind == ")" else "token"
+        raise SearchSyntaxError(f"unexpected {what} at position {leftover.position}")
     return predicate
 
 
