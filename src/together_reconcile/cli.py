@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
-from together_reconcile import config
+from together_reconcile import config, secrets
+from together_reconcile import store as store_module
 
 DEFAULT_STATE_URL = "sqlite:///.together/state.db"
 
@@ -121,6 +124,82 @@ def new(options: Options, subdomain: str, store: str) -> None:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(1) from None
     click.echo(f"wrote {path}")
+
+
+# --- credentials, keygen ------------------------------------------------------------------
+
+
+def _keyring_from_env() -> secrets.Keyring:
+    """The keys from `TOGETHER_SECRET_KEYS` (read from the environment only: never argv)."""
+    try:
+        return secrets.Keyring.from_env(os.environ.get(secrets.ENV_VAR))
+    except secrets.SecretKeysError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@main.group()
+def credentials() -> None:
+    """Store and inspect the Gorgias and Shopify tokens (encrypted at rest)."""
+
+
+@credentials.command("put")
+@click.argument("kind", metavar="gorgias|shopify")
+@click.argument("domain", metavar="DOMAIN")
+@click.pass_obj
+def credentials_put(options: Options, kind: str, domain: str) -> None:
+    """Store one credential read as JSON on stdin.
+
+    \b
+    gorgias ACCOUNT_DOMAIN: {"access_token", "refresh_token"?, "expires_in"?, "username"?}
+    shopify STORE_DOMAIN:   {"access_token"}
+    Needs TOGETHER_SECRET_KEYS. The token is never printed.
+    """
+    try:
+        store_module.normalize_domain(kind, domain)
+        keyring = _keyring_from_env()
+        credential = store_module.credential_from_json(kind, domain, sys.stdin.read())
+        with store_module.Store.open(options.state_url, keyring) as store:
+            store.put_credential(credential)
+    except (store_module.CredentialInputError, store_module.StoreError) as error:
+        raise click.ClickException(str(error)) from None
+    expiry = f", expires {_format_expiry(credential.expires_at)}" if credential.expires_at else ""
+    click.echo(f"stored {credential.kind} credential for {credential.domain}{expiry}")
+
+
+def _format_expiry(value: datetime | None) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@credentials.command("list")
+@click.pass_obj
+def credentials_list(options: Options) -> None:
+    """Show each stored credential: kind, domain, expiry, status — never a secret.
+
+    \b
+    STATUS: ok, expires soon (within an hour, and no refresh token to renew it),
+    expired (same, already past), reconnect_needed (the refresh token was refused:
+    the merchant must connect again). A token with a refresh token is renewed on use: ok.
+    """
+    try:
+        with store_module.Store.open(options.state_url) as store:
+            infos = store.list_credentials()
+    except store_module.StoreError as error:
+        raise click.ClickException(str(error)) from None
+    now = datetime.now(UTC)
+    rows = [("KIND", "DOMAIN", "EXPIRES", "STATUS")] + [
+        (info.kind, info.domain, _format_expiry(info.expires_at), info.display_status(now))
+        for info in infos
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[3]]))
+
+
+@main.command()
+def keygen() -> None:
+    """Print a new secret key for TOGETHER_SECRET_KEYS (newest first, comma-separated)."""
+    click.echo(secrets.generate_key())
 
 
 # --- sandbox ---------------------------------------------------------------------------------
