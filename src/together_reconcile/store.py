@@ -168,7 +168,7 @@ INPUT_KEYS: dict[str, tuple[str, ...]] = {
     "gorgias": ("access_token", "refresh_token", "expires_in", "username"),
     "shopify": ("access_token",),
 }
-_PRINTABLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,39}$")
+_PRINTABLE_KEY = re.compile(r"^[a-z_]{1,32}$")  # a field name, not something secret-like
 
 
 class CredentialInputError(ValueError):
