@@ -469,3 +469,9 @@ def test_bad_control_calls_say_what_to_fix(sandbox: RunningSandbox) -> None:
         sandbox.control.add_fault("gorgias", "throttled")
     answer = httpx.post(sandbox.url + "/_control/nope", json={})
     assert answer.status_code == 404
+
+
+def test_body_over_1_mib_is_413(acme: httpx.Client) -> None:
+    answer = acme.post("/api/integrations", content=b"x" * (1024 * 1024 + 1))
+    assert answer.status_code == 413
+    assert answer.json() == {"error": {"msg": "Payload too large."}}

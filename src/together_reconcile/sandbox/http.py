@@ -24,6 +24,7 @@ class Request:
     query_string: str
     headers: dict[str, str]
     body: bytes
+    too_large: bool = False
 
     @classmethod
     def from_environ(cls, environ: dict[str, Any]) -> Request:
@@ -38,13 +39,15 @@ class Request:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        body = environ["wsgi.input"].read(min(length, MAX_BODY_BYTES)) if length > 0 else b""
+        too_large = length > MAX_BODY_BYTES
+        body = environ["wsgi.input"].read(length) if 0 < length <= MAX_BODY_BYTES else b""
         return cls(
             method=str(environ.get("REQUEST_METHOD", "GET")).upper(),
             path=str(environ.get("PATH_INFO", "/")),
             query_string=str(environ.get("QUERY_STRING", "")),
             headers=headers,
             body=body,
+            too_large=too_large,
         )
 
     def query(self) -> dict[str, list[str]]:

@@ -57,7 +57,10 @@ class SandboxApp:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = Request.from_environ(environ)
-        response = self.dispatch(request)
+        if request.too_large:
+            response = json_response(413, {"error": {"msg": "Payload too large."}})
+        else:
+            response = self.dispatch(request)
         start_response(response.wsgi_status(), response.wsgi_headers())
         return [response.body]
 
