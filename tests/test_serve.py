@@ -4,7 +4,10 @@ against the sandbox Shopify."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -286,3 +289,27 @@ def test_zz_logs_hold_no_email_and_no_token(served: ServedHandler) -> None:
         "jane@example.com",
     ]:
         assert secret.lower() not in lowered
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "message"),
+    [
+        ({}, [], "TOGETHER_SECRET_KEYS is not set"),
+        ({"TOGETHER_SECRET_KEYS": "abc"}, [], "entry 1 of TOGETHER_SECRET_KEYS"),
+        ({"TOGETHER_SECRET_KEYS": KEYS}, ["--accounts-dir", "/nonexistent"], "not valid"),
+    ],
+)
+def test_serve_refuses_to_start_with_a_clear_error(
+    env: dict[str, str], args: list[str], message: str
+) -> None:
+    base = {k: v for k, v in os.environ.items() if k != "TOGETHER_SECRET_KEYS"}
+    result = subprocess.run(
+        [sys.executable, "-m", "together_reconcile", *args, "serve", "--port", "0"],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "abc" not in result.stderr
