@@ -14,11 +14,13 @@ value.
 from __future__ import annotations
 
 import difflib
+import gc
 import json
 import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -275,11 +277,66 @@ def render_json_schema() -> str:
     return json.dumps(account_json_schema(), indent=2, ensure_ascii=False) + "\n"
 
 
+_SCALARS = (str, int, float, bool, type(None))
+_MEMO_LIMIT = 4096
+
+
+class _ShapeChecker:
+    """The account JSON Schema applied by jsonschema, with one validator built per object level.
+
+    Each level's validator sees its `properties` as `true` (so `additionalProperties` and
+    `required` still apply) and each property's subschema has its own pre-built validator:
+    the same verdicts as validating the whole schema at once, without jsonschema building a
+    sub-validator for every value of every file.
+
+    Validation is a pure function of the instance, and account files repeat themselves
+    (`enabled: true`, the same keys in every file), so verdicts are remembered: per object
+    level by its keys (the only thing that level's validator looks at), per scalar by its
+    type and value. A bounded memo; domains, which never repeat, simply miss.
+    """
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        properties = schema.get("properties", {})
+        own = {**schema, "properties": dict.fromkeys(properties, True)} if properties else schema
+        self._validator = jsonschema.Draft202012Validator(own)
+        self._children = {key: _ShapeChecker(sub) for key, sub in properties.items()}
+        self._memo: dict[object, list[tuple[_KeyPath, jsonschema.ValidationError]]] = {}
+
+    def errors(self, instance: Any) -> list[tuple[_KeyPath, jsonschema.ValidationError]]:
+        """Every schema error in `instance`, each with its path relative to `instance`."""
+        found = self._own_errors(instance)
+        if self._children and isinstance(instance, dict):
+            for key, value in instance.items():
+                child = self._children.get(key)
+                if child is not None:
+                    nested = child.errors(value)
+                    if nested:
+                        found = found + [((key, *path), error) for path, error in nested]
+        return found
+
+    def _own_errors(self, instance: Any) -> list[tuple[_KeyPath, jsonschema.ValidationError]]:
+        memo_key: object = None
+        if isinstance(instance, dict):
+            memo_key = (dict, *instance)
+        elif isinstance(instance, _SCALARS):
+            memo_key = (type(instance), instance)
+        if memo_key is not None:
+            cached = self._memo.get(memo_key)
+            if cached is not None:
+                return cached
+        found = [(tuple(e.absolute_path), e) for e in self._validator.iter_errors(instance)]
+        if memo_key is not None:
+            if len(self._memo) >= _MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[memo_key] = found
+        return found
+
+
 @cache
-def _schema_validator() -> jsonschema.Draft202012Validator:
+def _shape_checker() -> _ShapeChecker:
     schema = account_json_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
+    return _ShapeChecker(schema)
 
 
 # --------------------------------------------------------------------------- secrets
@@ -349,9 +406,17 @@ class _Document:
 
     path: Path
     problems: list[Problem] = field(default_factory=list)
-    key_at: dict[_KeyPath, _Position] = field(default_factory=dict)
-    value_at: dict[_KeyPath, _Position] = field(default_factory=dict)
+    key_nodes: dict[_KeyPath, yaml.Node] = field(default_factory=dict)
+    value_nodes: dict[_KeyPath, yaml.Node] = field(default_factory=dict)
     quoted: set[_KeyPath] = field(default_factory=set)
+
+    def key_at(self, path: _KeyPath, default: _Position = (1, 1)) -> _Position:
+        node = self.key_nodes.get(path)
+        return default if node is None else _position(node.start_mark)
+
+    def value_at(self, path: _KeyPath, default: _Position = (1, 1)) -> _Position:
+        node = self.value_nodes.get(path)
+        return default if node is None else _position(node.start_mark)
 
     def add(self, position: _Position, message: str) -> None:
         self.problems.append(Problem(self.path, position[0], position[1], message))
@@ -425,31 +490,33 @@ def _build(node: yaml.Node, path: _KeyPath, doc: _Document) -> Any:
         items = []
         for index, child in enumerate(node.value):
             child_path = (*path, index)
-            doc.value_at[child_path] = _position(child.start_mark)
+            doc.value_nodes[child_path] = child
             items.append(_build(child, child_path, doc))
         return items
     mapping: dict[str, Any] = {}
-    first_line: dict[str, int] = {}
+    key_nodes: dict[str, yaml.Node] = {}
     for key_node, value_node in node.value:
-        key_position = _position(key_node.start_mark)
         if not isinstance(key_node, yaml.ScalarNode):
-            doc.add(key_position, "a key must be a plain name, not a list or mapping")
-            continue
-        key: str = key_node.value
-        if key in first_line:
             doc.add(
-                key_position,
-                f'duplicate key "{_dotted((*path, key))}" (first set on line '
-                f"{first_line[key]}): keep only one",
+                _position(key_node.start_mark), "a key must be a plain name, not a list or mapping"
             )
             continue
-        first_line[key] = key_position[0]
+        key: str = key_node.value
+        if key in key_nodes:
+            doc.add(
+                _position(key_node.start_mark),
+                f'duplicate key "{_dotted((*path, key))}" (first set on line '
+                f"{key_nodes[key].start_mark.line + 1}): keep only one",
+            )
+            continue
+        key_nodes[key] = key_node
         key_path = (*path, key)
-        doc.key_at[key_path] = key_position
-        doc.value_at[key_path] = _position(value_node.start_mark)
+        doc.key_nodes[key_path] = key_node
+        doc.value_nodes[key_path] = value_node
         if _SECRET_KEY_RE.search(key):
             doc.add(
-                key_position, f'key "{_dotted(key_path)}" looks like a secret; {_NO_SECRETS_HERE}'
+                _position(key_node.start_mark),
+                f'key "{_dotted(key_path)}" looks like a secret; {_NO_SECRETS_HERE}',
             )
             continue
         mapping[key] = _build(value_node, key_path, doc)
@@ -600,19 +667,19 @@ class _FileResult:
 
 def _schema_problems(doc: _Document, data: dict[str, Any]) -> None:
     """Shape problems: the JSON Schema, turned into messages that say what to fix."""
-    for error in _schema_validator().iter_errors(data):
-        path: _KeyPath = tuple(error.absolute_path)
+    for path, error in _shape_checker().errors(data):
         name = _dotted(path)
-        where = doc.value_at.get(path, (1, 1))
+        where = doc.value_at(path)
         keyword = error.validator
         schema = error.schema if isinstance(error.schema, dict) else {}
-        value = error.instance
+        value: Any = error.instance
+        rule: Any = error.validator_value
         if keyword == "additionalProperties":
             known = list(schema.get("properties", {}))
             for key in value:
                 if key in known:
                     continue
-                position = doc.key_at.get((*path, key), where)
+                position = doc.key_at((*path, key), where)
                 inside = f" in {name}" if name else ""
                 shown = f'"{key}"' if _quote_safely(key) else "(not shown: looks like a secret)"
                 close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
@@ -623,12 +690,12 @@ def _schema_problems(doc: _Document, data: dict[str, Any]) -> None:
                 doc.add(position, f"unknown key {shown}{inside}: {hint}")
         elif keyword == "required":
             present = set(value) if isinstance(value, dict) else set()
-            for key in error.validator_value:
+            for key in rule:
                 if key not in present:
                     inside = f" in {name}" if name else ""
                     doc.add(where if path else (1, 1), f'missing required key "{key}"{inside}')
         elif keyword == "type":
-            expected = error.validator_value
+            expected = rule
             words = (
                 " or ".join(_TYPE_WORDS[t] for t in expected if t != "null")
                 if isinstance(expected, list)
@@ -661,12 +728,12 @@ def _schema_problems(doc: _Document, data: dict[str, Any]) -> None:
         elif keyword == "maxLength":
             doc.add(
                 where,
-                f"{name}: too long ({len(value)} characters, at most {error.validator_value})",
+                f"{name}: too long ({len(value)} characters, at most {rule})",
             )
         elif keyword == "minLength":
             doc.add(where, f"{name}: must not be empty")
         elif keyword == "enum":
-            options = " or ".join(f'"{o}"' for o in error.validator_value)
+            options = " or ".join(f'"{o}"' for o in rule)
             shown = (
                 f", got{_quote_safely(value)}"
                 if isinstance(value, str) and _quote_safely(value)
@@ -691,7 +758,7 @@ def _check_text(path: Path, text: str) -> _FileResult:
             path, [Problem(path, 1, 1, "file is empty: write shopify_store and gorgias_account")]
         )
     doc = _Document(path)
-    doc.value_at[()] = _position(composed.start_mark)
+    doc.value_nodes[()] = composed
     data = _build(composed, (), doc)
     _schema_problems(doc, data)
     result = _FileResult(path, doc.problems)
@@ -699,9 +766,9 @@ def _check_text(path: Path, text: str) -> _FileResult:
         return result
     store, gorgias = data.get("shopify_store"), data.get("gorgias_account")
     if isinstance(store, str) and domain_problem("shopify_store", store) is None:
-        result.store = (store.lower(), doc.value_at[("shopify_store",)])
+        result.store = (store.lower(), doc.value_at(("shopify_store",)))
     if isinstance(gorgias, str) and domain_problem("gorgias_account", gorgias) is None:
-        result.gorgias = (gorgias.lower(), doc.value_at[("gorgias_account",)])
+        result.gorgias = (gorgias.lower(), doc.value_at(("gorgias_account",)))
         subdomain = result.gorgias[0].split(".", 1)[0]
         if path.stem != subdomain:
             doc.add(
@@ -715,7 +782,7 @@ def _check_text(path: Path, text: str) -> _FileResult:
         except ValidationError as exc:  # the schema and the model disagree: still say where
             for item in exc.errors():
                 where = tuple(item["loc"])
-                doc.add(doc.value_at.get(where, (1, 1)), f"{_dotted(where)}: {item['msg']}")
+                doc.add(doc.value_at(where), f"{_dotted(where)}: {item['msg']}")
     return result
 
 
@@ -745,9 +812,17 @@ class _Files:
     def __init__(self) -> None:
         self._cwd = os.getcwd()
         self.paths: dict[str, Path] = {}
+        self.folders: set[str] = set()
 
     def key(self, path: Path) -> str:
         return os.path.normpath(os.path.join(self._cwd, path))
+
+    def folder(self, folder: Path) -> dict[str, Path]:
+        """The account files of `folder`, keyed (the folder is normalised once, not per file)."""
+        folder_key = self.key(folder)
+        self.folders.add(folder_key)
+        prefix = os.path.join(folder_key, "")
+        return {prefix + path.name: path for path in _account_files(folder)}
 
     def add(self, path: Path) -> None:
         self.paths.setdefault(self.key(path), path)
@@ -757,17 +832,18 @@ def _cross_file_problems(
     checked: Iterable[_FileResult], everything: Iterable[_FileResult]
 ) -> Iterator[Problem]:
     """The same store, or the same Gorgias account, in two files of the whole accounts dir."""
+    by_store: dict[str, list[_FileResult]] = {}
+    by_account: dict[str, list[_FileResult]] = {}
+    for result in everything:
+        if result.store is not None:
+            by_store.setdefault(result.store[0], []).append(result)
+        if result.gorgias is not None:
+            by_account.setdefault(result.gorgias[0], []).append(result)
     checked_ids = {id(result) for result in checked}
-    rules = (
-        ("store", "shopify_store", "is also linked in", "a store links to one Gorgias account"),
-        ("gorgias", "gorgias_account", "is also configured in", "keep one file per account"),
-    )
-    for attribute, field_name, verb, advice in rules:
-        owners: dict[str, list[_FileResult]] = {}
-        for result in everything:
-            found: tuple[str, _Position] | None = getattr(result, attribute)
-            if found is not None:
-                owners.setdefault(found[0], []).append(result)
+    for owners, field_name, clash in (
+        (by_store, "shopify_store", "is also linked in {}: a store links to one Gorgias account"),
+        (by_account, "gorgias_account", "is also configured in {}: keep one file per account"),
+    ):
         for domain, results in owners.items():
             if len(results) < 2:
                 continue
@@ -775,10 +851,11 @@ def _cross_file_problems(
                 if id(result) not in checked_ids:
                     continue
                 others = ", ".join(str(other.path) for other in results if other is not result)
-                line, col = getattr(result, attribute)[1]
-                yield Problem(
-                    result.path, line, col, f'{field_name} "{domain}" {verb} {others}: {advice}'
-                )
+                found = result.store if field_name == "shopify_store" else result.gorgias
+                assert found is not None
+                (line, col) = found[1]
+                message = f'{field_name} "{domain}" ' + clash.format(others)
+                yield Problem(result.path, line, col, message)
 
 
 @dataclass
@@ -787,22 +864,43 @@ class _Run:
     results: list[_FileResult]
 
 
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause the cycle collector while loading many files.
+
+    Loading allocates many small objects and keeps the results alive, so the collector's
+    generational passes (which walk every live object) would run over and over for nothing:
+    nothing built here forms a reference cycle.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _run(paths: Sequence[Path], accounts_dir: Path) -> _Run:
+    with _no_cyclic_gc():
+        return _run_checks(paths, accounts_dir)
+
+
+def _run_checks(paths: Sequence[Path], accounts_dir: Path) -> _Run:
     files = _Files()
     problems: list[Problem] = []
     for path in paths or [accounts_dir]:
         if path.is_dir():
-            for child in _account_files(path):
-                files.add(child)
+            for key, child in files.folder(path).items():
+                files.paths.setdefault(key, child)
         elif path.is_file():
             files.add(path)
         else:
             problems.append(Problem(path, 1, 1, "no such file or folder"))
     checked = {key: _check_file(path) for key, path in files.paths.items()}
     everything = dict(checked)
-    if accounts_dir.is_dir():
-        for path in _account_files(accounts_dir):
-            key = files.key(path)
+    if files.key(accounts_dir) not in files.folders and accounts_dir.is_dir():
+        for key, path in files.folder(accounts_dir).items():
             if key not in everything:
                 everything[key] = _check_file(path)
     for result in checked.values():
