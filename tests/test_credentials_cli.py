@@ -231,7 +231,7 @@ def test_put_with_a_malformed_key_names_its_position(tmp_path: Path) -> None:
             "gorgias",
             "acme",
             json.dumps({"access_token": ACCESS}),
-            "'acme' is not a gorgias domain: give the full domain, like acme.gorgias.com",
+            "the domain given is not a gorgias domain: give the full domain, like acme.gorgias.com",
         ),
         (
             "shopify",
@@ -336,3 +336,99 @@ def test_installed_cli_put_and_list_never_print_the_token(tmp_path: Path) -> Non
         assert secret not in everything
     raw = b"".join(path.read_bytes() for path in (tmp_path / ".together").iterdir())  # + WAL
     assert ACCESS.encode() not in raw and REFRESH.encode() not in raw
+
+
+# credentials import / rotate ---------------------------------------------------------------------
+
+
+def jsonl(*objects: object) -> str:
+    return "".join(json.dumps(o) + "\n" for o in objects)
+
+
+def test_import_from_stdin_and_file(state_url: str, secret_keys_env: str, tmp_path: Path) -> None:
+    lines = jsonl(
+        {"kind": "gorgias", "domain": "A.gorgias.com", "access_token": ACCESS, "expires_in": 60},
+        {"kind": "shopify", "domain": "a.myshopify.com", "access_token": SHOPIFY},
+    )
+    result = run(state_url, ["credentials", "import", "-"], lines + "\n", secret_keys_env)
+    assert (result.exit_code, result.stdout) == (0, "imported 2 credentials\n")
+    source = tmp_path / "more.jsonl"
+    source.write_text(jsonl({"kind": "gorgias", "domain": "b.gorgias.com", "access_token": "x"}))
+    result = run(state_url, ["credentials", "import", str(source)], keys=secret_keys_env)
+    assert (result.exit_code, result.stdout) == (0, "imported 1 credential\n")
+    with Store.open(state_url, Keyring.from_env(secret_keys_env)) as store:
+        assert [(i.kind, i.domain) for i in store.list_credentials()] == [
+            ("gorgias", "a.gorgias.com"),
+            ("gorgias", "b.gorgias.com"),
+            ("shopify", "a.myshopify.com"),
+        ]
+        stored = store.get_credential("shopify", "a.myshopify.com")
+        assert stored is not None and stored.access_token == SHOPIFY
+    assert_no_secret(result, ACCESS, SHOPIFY)
+
+
+GOOD_LINE = {"kind": "gorgias", "domain": "a.gorgias.com", "access_token": ACCESS}
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "message"),
+    [
+        (
+            '{"kind": "gorgias", "access_token": "' + ACCESS,
+            "line 2: not valid JSON (column 37: Unterminated string starting at)",
+        ),
+        ({**GOOD_LINE, "domain": "b.gorgias.com", "access_token": None}, 'line 2: "access_token"'),
+        ({"domain": "b.gorgias.com", "access_token": ACCESS}, 'line 2: "kind" is missing'),
+        ({**GOOD_LINE, "kind": ACCESS}, "line 2: unknown credential kind: use gorgias or shopify"),
+        ({**GOOD_LINE, "domain": ACCESS.replace("-", "")}, "line 2: the domain given is not a"),
+        (GOOD_LINE, "line 2: gorgias credential for a.gorgias.com appears twice"),
+        ({**GOOD_LINE, "domain": "b.gorgias.com", "secret": 1}, "line 2: unknown key 'secret'"),
+    ],
+)
+def test_import_is_all_or_nothing_and_names_the_line(
+    sqlite_url: str, secret_keys_env: str, bad_line: object, message: str
+) -> None:
+    text = jsonl(GOOD_LINE) + (bad_line if isinstance(bad_line, str) else json.dumps(bad_line))
+    result = run(sqlite_url, ["credentials", "import", "-"], text + "\n", secret_keys_env)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: {message}")
+    assert_no_secret(result, ACCESS, ACCESS.replace("-", ""))
+    assert run(sqlite_url, ["credentials", "list"]).stdout == "KIND  DOMAIN  EXPIRES  STATUS\n"
+
+
+def test_import_of_nothing_or_of_a_missing_file(sqlite_url: str, secret_keys_env: str) -> None:
+    empty = run(sqlite_url, ["credentials", "import", "-"], "\n\n", secret_keys_env)
+    assert empty.exit_code == 1
+    assert empty.stderr.startswith("Error: no credentials in the input: expected one JSON")
+    missing = run(sqlite_url, ["credentials", "import", "/nonexistent.jsonl"], "", secret_keys_env)
+    assert missing.exit_code == 1
+    assert missing.stderr == "Error: cannot read /nonexistent.jsonl: No such file or directory\n"
+    no_keys = run(sqlite_url, ["credentials", "import", "-"], jsonl(GOOD_LINE), None)
+    assert (no_keys.exit_code, no_keys.stderr) == (1, MISSING_KEYS)
+
+
+def test_rotate_then_drop_the_old_key(state_url: str) -> None:
+    old, new = generate_key(), generate_key()
+    put = run(
+        state_url,
+        ["credentials", "put", "gorgias", "a.gorgias.com"],
+        json.dumps({"access_token": ACCESS, "refresh_token": REFRESH}),
+        old,
+    )
+    assert put.exit_code == 0
+    rotated = run(state_url, ["credentials", "rotate"], keys=f"{new},{old}")
+    assert (rotated.exit_code, rotated.stdout) == (
+        0,
+        "re-encrypted 1 credential under the newest key\n",
+    )
+    with Store.open(state_url, Keyring.from_env(new)) as store:
+        stored = store.get_credential("gorgias", "a.gorgias.com")
+    assert stored is not None and (stored.access_token, stored.refresh_token) == (ACCESS, REFRESH)
+    assert run(state_url, ["credentials", "rotate"], keys=None).stderr == MISSING_KEYS
+    unknown = run(state_url, ["credentials", "rotate"], keys=generate_key())
+    assert unknown.exit_code == 1
+    assert unknown.stderr == (
+        "Error: the stored gorgias credential for a.gorgias.com cannot be decrypted with any key "
+        "of TOGETHER_SECRET_KEYS: nothing was rotated; restore the key it was encrypted with, or "
+        "put that credential again\n"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -283,6 +284,78 @@ def test_locked_credential_serialises_concurrent_refreshers(
     with Store.open(state_url, keyring) as check:
         final = check.get_credential("gorgias", "acme.gorgias.com")
     assert final is not None and final.refresh_token == "r8"
+
+
+REFRESHER = """
+import os, sys, time
+from dataclasses import replace
+from together_reconcile.secrets import Keyring
+from together_reconcile.store import Store
+store = Store.open(sys.argv[1], Keyring.from_env(os.environ["TOGETHER_SECRET_KEYS"]))
+print("ready", flush=True)
+sys.stdin.readline()
+for _ in range(int(sys.argv[2])):
+    with store.locked_credential("gorgias", "acme.gorgias.com") as held:
+        n = int(held.credential.refresh_token[1:])
+        time.sleep(0.01)
+        held.save(replace(held.credential, refresh_token=f"r{n + 1}"))
+print("done", flush=True)
+"""
+
+
+def test_two_processes_refreshing_at_once_lose_no_refresh_token(
+    state_url: str, keyring: Keyring, secret_keys_env: str
+) -> None:
+    with Store.open(state_url, keyring) as setup:
+        setup.put_credential(gorgias(refresh_token="r0"))
+    env = {**os.environ, "TOGETHER_SECRET_KEYS": secret_keys_env}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", REFRESHER, state_url, "5"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    for process in processes:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+    for process in processes:  # release both at the same moment
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    for process in processes:
+        out, _ = process.communicate(timeout=60)
+        assert (process.returncode, out.strip()) == (0, "done")
+    with Store.open(state_url, keyring) as check:
+        final = check.get_credential("gorgias", "acme.gorgias.com")
+    assert final is not None and final.refresh_token == "r10"
+
+
+def test_sixteen_threads_write_through_one_store(store: Store) -> None:
+    errors: list[BaseException] = []
+
+    def writer(worker: int) -> None:
+        try:
+            for step in range(10):
+                domain = f"shop{worker}.gorgias.com"
+                store.append_audit(domain, "update", "widget", step, {"step": step})
+                store.record_managed(
+                    ManagedAccount(domain, worker, step, "sha256:00000000", NOW, None)
+                )
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert len(store.audit_log()) == 160
+    assert {m.widget_id for m in store.list_managed().values()} == {9}
 
 
 # Managed accounts and audit log ---------------------------------------------------------------

@@ -200,6 +200,55 @@ def credentials_list(options: Options) -> None:
         click.echo("  ".join([*cells, row[3]]))
 
 
+@credentials.command("import")
+@click.argument("source", metavar="FILE|-")
+@click.pass_obj
+def credentials_import(options: Options, source: str) -> None:
+    """Store many credentials from JSON lines (- = stdin), all or nothing.
+
+    \b
+    One object a line: {"kind": "gorgias"|"shopify", "domain", "access_token", ...}
+    (the other keys as for `credentials put`). One bad line: nothing is stored, and
+    the error names the line. Needs TOGETHER_SECRET_KEYS.
+    """
+    try:
+        keyring = _keyring_from_env()
+        text = _read_source(source)
+        creds = store_module.credentials_from_json_lines(text.splitlines())
+        with store_module.Store.open(options.state_url, keyring) as store:
+            count = store.import_credentials(creds)
+    except (store_module.CredentialInputError, store_module.StoreError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"imported {count} credential{'s' if count != 1 else ''}")
+
+
+def _read_source(source: str) -> str:
+    if source == "-":
+        return sys.stdin.read()
+    try:
+        return Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise click.ClickException(f"cannot read {source}: {reason}") from None
+
+
+@credentials.command("rotate")
+@click.pass_obj
+def credentials_rotate(options: Options) -> None:
+    """Re-encrypt every stored credential under the newest key (the first listed).
+
+    Afterwards the older keys of TOGETHER_SECRET_KEYS can be dropped, once no event token
+    derived from them is still in use (apply first, so integrations carry the new token).
+    """
+    keyring = _keyring_from_env()
+    try:
+        with store_module.Store.open(options.state_url, keyring) as store:
+            count = store.rotate_credentials()
+    except store_module.StoreError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"re-encrypted {count} credential{'s' if count != 1 else ''} under the newest key")
+
+
 @main.command()
 def keygen() -> None:
     """Print a new secret key for TOGETHER_SECRET_KEYS (newest first, comma-separated)."""

@@ -169,6 +169,14 @@ INPUT_KEYS: dict[str, tuple[str, ...]] = {
     "shopify": ("access_token",),
 }
 _PRINTABLE_KEY = re.compile(r"^[a-z_]{1,32}$")  # a field name, not something secret-like
+_PRINTABLE_DOMAIN = re.compile(r"^[A-Za-z0-9.-]{1,100}$")
+
+
+def _shown_domain(domain: str) -> str:
+    """The domain quoted for a message, unless it could be a secret pasted in the wrong place."""
+    if _PRINTABLE_DOMAIN.match(domain) and "." in domain:  # a token has no dots
+        return repr(domain)
+    return "the domain given"
 
 
 class CredentialInputError(ValueError):
@@ -182,10 +190,11 @@ def normalize_domain(kind: str, domain: str) -> str:
     elif kind == "shopify":
         pattern, example = SHOPIFY_STORE_RE, "acme.myshopify.com"
     else:
-        raise CredentialInputError(f"unknown credential kind {kind[:20]!r}: use gorgias or shopify")
+        shown = f" {kind!r}" if _PRINTABLE_KEY.match(kind) else ""
+        raise CredentialInputError(f"unknown credential kind{shown}: use gorgias or shopify")
     if not pattern.match(domain.strip()):
         raise CredentialInputError(
-            f"{domain[:80]!r} is not a {kind} domain: give the full domain, like {example}"
+            f"{_shown_domain(domain)} is not a {kind} domain: give the full domain, like {example}"
         )
     return domain.strip().lower()
 
@@ -246,6 +255,54 @@ def credential_from_json(
             f"stdin is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
         ) from None
     return credential_from_mapping(kind, domain, data, now=now)
+
+
+def credentials_from_json_lines(
+    lines: Iterable[str], *, now: datetime | None = None
+) -> list[Credential]:
+    """Parse `credentials import` input: one `{"kind", "domain", "access_token", ...}` a line.
+
+    Blank lines are skipped. The first bad line raises `CredentialInputError` naming its number.
+    """
+    parsed: list[Credential] = []
+    seen: set[tuple[str, str]] = set()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            credential = _credential_from_line(line, now=now)
+            if (credential.kind, credential.domain) in seen:
+                raise CredentialInputError(
+                    f"{credential.kind} credential for {credential.domain} appears twice"
+                )
+        except CredentialInputError as error:
+            raise CredentialInputError(f"line {number}: {error}") from None
+        seen.add((credential.kind, credential.domain))
+        parsed.append(credential)
+    if not parsed:
+        raise CredentialInputError(
+            'no credentials in the input: expected one JSON object a line, like {"kind": '
+            '"gorgias", "domain": "acme.gorgias.com", "access_token": "..."}'
+        )
+    return parsed
+
+
+def _credential_from_line(line: str, *, now: datetime | None) -> Credential:
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise CredentialInputError(f"not valid JSON (column {error.colno}: {error.msg})") from None
+    if not isinstance(data, dict):
+        raise CredentialInputError(
+            'expected a JSON object like {"kind": "gorgias", "domain": ..., "access_token": ...}'
+        )
+    kind, domain = data.get("kind"), data.get("domain")
+    if not isinstance(kind, str):
+        raise CredentialInputError('"kind" is missing: use "gorgias" or "shopify"')
+    if not isinstance(domain, str):
+        raise CredentialInputError('"domain" is missing or not a string')
+    rest = {key: value for key, value in data.items() if key not in ("kind", "domain")}
+    return credential_from_mapping(kind, domain, rest, now=now)
 
 
 # Schema ------------------------------------------------------------------------------------
@@ -523,6 +580,11 @@ class Store:
                 raise StoreError(
                     f"the state database at {self._masked} is read-only: use a writable "
                     "file or database for TOGETHER_STATE_URL"
+                ) from None
+            if self._is_sqlite and "locked" in str(error.orig):
+                raise StoreError(
+                    f"the state database at {self._masked} is busy: another process kept it "
+                    f"locked for over {SQLITE_BUSY_TIMEOUT_S:g} s; try again"
                 ) from None
             if error.connection_invalidated or isinstance(
                 error.orig, sqlite3.OperationalError | OSError
