@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -435,6 +436,15 @@ def _is_read_only(error: BaseException) -> bool:
     return sqlstate == "25006"
 
 
+def _is_connection_failure(orig: BaseException | None) -> bool:
+    """psycopg failed to connect (no SQLSTATE), or the server refused the session."""
+    if not isinstance(orig, psycopg.OperationalError):
+        return False
+    sqlstate = orig.sqlstate
+    # 08 connection exception, 28 authorization, 3D no such database, 57P server shutting down
+    return sqlstate is None or sqlstate.startswith(("08", "28", "3D", "57P"))
+
+
 def _reason(error: BaseException) -> str:
     orig = getattr(error, "orig", None) or error
     text = str(orig)
@@ -586,20 +596,11 @@ class Store:
                     f"the state database at {self._masked} is busy: another process kept it "
                     f"locked for over {SQLITE_BUSY_TIMEOUT_S:g} s; try again"
                 ) from None
-            if error.connection_invalidated or isinstance(
-                error.orig, sqlite3.OperationalError | OSError
-            ):
+            if error.connection_invalidated or "unable to open" in str(error.orig):
                 raise StoreError(
                     f"cannot reach the state database at {self._masked}: {_reason(error)}"
                 ) from None
-            if self._is_sqlite and "unable to open" in str(error.orig):
-                raise StoreError(
-                    f"cannot open the state database at {self._masked}: {_reason(error)}"
-                ) from None
-            if (
-                type(error.orig).__module__.startswith("psycopg")
-                and "Operational" in type(error.orig).__name__
-            ):
+            if _is_connection_failure(error.orig):
                 raise StoreError(
                     f"cannot reach the state database at {self._masked}: {_reason(error)}"
                 ) from None
