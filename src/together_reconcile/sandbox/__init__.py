@@ -15,6 +15,10 @@ Gorgias stand-in
     query `limit` (1..100, default 30, then min'ed with the page-size knob), `cursor`,
     `order_by` (`created_datetime:asc|desc`; widgets also `order:asc|desc`), filters `type`
     (integrations), `integration_id` and `app_id` (widgets); any other parameter → 400.
+    Create needs `name`, `type` and, for `type: http`, `http.url` (http/https; hosts under
+    the reserved `.invalid`, `.test`, `.example` are refused as unresolvable), `http.method`,
+    `http.request_content_type`, `http.response_content_type`; widgets need `type` and
+    `template` (and an existing `integration_id` if given). Bodies over 1 MiB → 413.
     Create → 201 full object; PUT is partial (top-level keys replace, `http` keys merge one
     level), read-only fields ignored, changing `type` → 400; DELETE → 204. Errors are
     `{"error": {"msg", "data"}}` with marshmallow-style per-field `data`. Rate limit: a leaky
@@ -32,7 +36,9 @@ Control API: `POST /_control/{call}` with a JSON object of keyword arguments; an
 `{"result": ...}` or 400 `{"error": "what to fix"}`. `SandboxController(base_url)` wraps it:
 
     reset()                                          forget everything, knobs to defaults
-    add_gorgias_account(account, token, *, api_email=None, api_key=None)
+    add_gorgias_account(account, token, *, api_email=None, api_key=None)   again = one more
+                                     token; tokens live in a per-account registry
+                                     (`TokenRecord`: revoked / expires_at, for OAuth hooks)
     add_shopify_store(store, token)
     add_orders(store, orders)        orders: {id, name, email, created_at, tags, total,
                                      currency, financial_status, fulfillment_status,
