@@ -371,6 +371,9 @@ def _migration_1_initial(conn: Connection) -> None:
 
 
 # Ordered; never edit a released entry, append a new one. Version N = first N applied.
+# Migration 1 creates the tables as defined above. Before a later migration alters one of them,
+# freeze its current definition into `_migration_1_initial` (a copy), then change it above, so
+# a fresh database still goes through every step.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migration_1_initial,)
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1007,7 +1010,7 @@ class Store:
             if current is None:
                 break
             if time.monotonic() >= deadline:
-                since = _as_utc(current.acquired_at)
+                since = _as_utc(current.acquired_at) or _utcnow()
                 raise LockTimeout(
                     f"another apply holds the lock on the state database at {self._masked} "
                     f"(holder {current.holder}, since {since:%Y-%m-%d %H:%M:%S} UTC); waited "
