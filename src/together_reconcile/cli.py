@@ -540,3 +540,25 @@ def serve_command(options: Options, host: str, port: int, workers: int, threads:
         raise click.ClickException(str(error)) from None
     except config.ConfigError as error:
         raise click.ClickException(f"the account files are not valid:\n{error}") from None
+
+
+# --- demo -----------------------------------------------------------------------------------
+
+
+@main.command("demo")
+@click.option(
+    "--pause",
+    type=click.FloatRange(0, 60),
+    default=0.0,
+    envvar="TOGETHER_PAUSE",
+    help="Seconds to wait before each step (to present it live).",
+)
+def demo_command(pause: float) -> None:
+    """Run the whole loop on a local sandbox, narrated; leaves nothing behind.
+
+    validate, plan, apply, a ticket event and the widget data, then an account disabled and
+    removed. Uses a throw-away folder, state store and secret key; needs no settings.
+    """
+    from together_reconcile.demo import main_entry
+
+    raise SystemExit(main_entry(lambda line: click.echo(line), pause_s=pause))
