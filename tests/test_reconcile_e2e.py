@@ -377,7 +377,7 @@ def test_apply_without_yes_refuses_when_not_a_terminal(world: World) -> None:
 def test_429_storms_still_converge(world: World) -> None:
     three_accounts(world)
     world.sandbox.control.set_rate_limit(2, 1.0)
-    world.sandbox.control.add_fault(kind="status", status=429, count=None, rate=0.4)
+    world.sandbox.control.add_fault(kind="status", status=429, count=None, rate=0.3)
     assert world.cli("apply", "--yes", "--concurrency", "3").exit_code == 0
     assert any(r["status"] == 429 for r in world.sandbox.control.requests())
     world.sandbox.control.clear_faults()
@@ -392,10 +392,16 @@ def test_faults_and_lost_writes_converge_without_duplicates(world: World) -> Non
     world.sandbox.control.add_fault(kind="write_then_fail", method="POST", count=None, rate=0.25)
     world.sandbox.control.add_fault(kind="status", status=503, count=None, rate=0.25)
     world.sandbox.control.add_fault(kind="drop", count=None, rate=0.1)
-    for _ in range(8):
+    for _ in range(6):
         world.cli("apply", "--yes")
         for sub in subs:
             assert len(world.ours(sub)) <= 1, "two integrations for one account"
+    lost_creates = [
+        r
+        for r in world.sandbox.control.requests()
+        if r["method"] == "POST" and r["status"] in (0, 502)
+    ]
+    assert lost_creates, "the faults never hit a create: the test proves nothing"
     world.sandbox.control.clear_faults()
     assert world.cli("apply", "--yes").exit_code == 0
     assert world.cli("plan", "--detailed-exitcode").exit_code == 0

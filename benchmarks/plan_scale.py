@@ -1,0 +1,181 @@
+"""Benchmark: an in-sync `plan` of many accounts against the sandbox at 50 ms per request.
+
+Seeds N accounts (default 1,000) in a sandbox, a throw-away SQLite store and accounts folder,
+applies once so every account is in sync, then sets the sandbox latency and times:
+
+* the in-sync plan at the default concurrency (the goal: <= 3 s, <= 2 requests per account),
+  through the library and through the real CLI (`plan --json`, a subprocess: config loading,
+  store, rendering included);
+* the baseline, concurrency 1, on a subset (default 100 accounts; `--baseline-accounts N`
+  for more: all 1,000 take about 100 s), extrapolated per account.
+
+Run: .venv/bin/python benchmarks/plan_scale.py [--accounts 1000] [--latency-ms 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from together_reconcile.apply import Applier
+from together_reconcile.observe import DEFAULT_PLAN_CONCURRENCY, make_plan, open_session
+from together_reconcile.sandbox import SandboxController
+from together_reconcile.secrets import generate_key
+from together_reconcile.store import Credential, Store
+
+GOAL_SECONDS = 3.0
+GOAL_REQUESTS_PER_ACCOUNT = 2.0
+
+
+class _Sandbox:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.gorgias_url_template = f"{url}/gorgias/{{account}}"
+        self.control = SandboxController(url)
+
+
+@contextmanager
+def sandbox_process() -> Iterator[_Sandbox]:
+    """The sandbox in its own process, as Gorgias would be: it does not share our CPU time."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "together_reconcile", "sandbox", "--port", "0", "--no-demo"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        url = first.strip().rsplit(" ", 1)[-1]
+        if not url.startswith("http://"):
+            raise RuntimeError(f"the sandbox did not start: {first!r}")
+        sandbox = _Sandbox(url)
+        yield sandbox
+        sandbox.control.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--baseline-accounts", type=int, default=100)
+    parser.add_argument(
+        "--also-concurrency", type=int, action="append", default=[], help="extra levels to time"
+    )
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp, sandbox_process() as sandbox:
+        root = Path(tmp)
+        accounts_dir = root / "accounts"
+        accounts_dir.mkdir()
+        state_url = f"sqlite:///{root}/state.db"
+        env = {
+            "TOGETHER_SECRET_KEYS": generate_key(),
+            "TOGETHER_PUBLIC_URL": "https://together.example.com",
+            "TOGETHER_GORGIAS_URL": sandbox.gorgias_url_template,
+            "TOGETHER_STATE_URL": state_url,
+            "TOGETHER_ACCOUNTS_DIR": str(accounts_dir),
+            "NO_COLOR": "1",
+        }
+        os.environ.update(env)
+
+        subs = [f"bench{n:04d}" for n in range(args.accounts)]
+        credentials = []
+        for sub in subs:
+            token = f"bench-token-{sub}"
+            sandbox.control.add_gorgias_account(sub, token)
+            credentials.append(Credential("gorgias", f"{sub}.gorgias.com", token))
+            (accounts_dir / f"{sub}.yaml").write_text(
+                f"shopify_store: {sub}.myshopify.com\ngorgias_account: {sub}.gorgias.com\n"
+            )
+        session = open_session(accounts_dir, state_url)
+        with session.store:
+            session.store.import_credentials(credentials)
+        session = open_session(accounts_dir, state_url)  # re-read credentials
+        store: Store = session.store
+        domains = session.reconciler.scope()
+
+        print(f"seeding: applying {len(domains)} accounts once (no latency)...", flush=True)
+        started = time.perf_counter()
+        seed_plan = make_plan(session.reconciler, domains)
+        report = Applier(session.reconciler, store, commit=None).apply(seed_plan, concurrency=64)
+        print(
+            f"  seeded in {time.perf_counter() - started:.1f} s, failures: {len(report.failures)}"
+        )
+
+        sandbox.control.set_latency(gorgias_ms=args.latency_ms)
+
+        cpu_used: dict[int, float] = {}
+
+        def timed_plan(subset: list[str], concurrency: int) -> tuple[float, float, int]:
+            sandbox.control.clear_requests()
+            started = time.perf_counter()
+            cpu = time.process_time()
+            plan = make_plan(session.reconciler, subset, concurrency=concurrency)
+            seconds = time.perf_counter() - started
+            cpu_used[concurrency] = time.process_time() - cpu
+            requests = len(sandbox.control.requests())
+            in_sync = plan.summary["in_sync"]
+            assert in_sync == len(subset), f"expected all in sync, got {plan.summary}"
+            return seconds, requests / len(subset), in_sync
+
+        fast_s, fast_rpa, _ = timed_plan(domains, DEFAULT_PLAN_CONCURRENCY)
+        others = {level: timed_plan(domains, level)[0] for level in args.also_concurrency}
+
+        sandbox.control.clear_requests()
+        started = time.perf_counter()
+        cli = subprocess.run(
+            [sys.executable, "-m", "together_reconcile", "plan", "--json"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        cli_s = time.perf_counter() - started
+        cli_rpa = len(sandbox.control.requests()) / len(domains)
+        if cli.returncode != 0:
+            print(cli.stderr, file=sys.stderr)
+            return 1
+
+        subset = domains[: args.baseline_accounts]
+        slow_s, slow_rpa, _ = timed_plan(subset, 1)
+        slow_extrapolated = slow_s / len(subset) * len(domains)
+        store.close()
+
+    n = len(domains)
+    print()
+    print(f"in-sync plan, {n} accounts, sandbox latency {args.latency_ms:g} ms per request")
+    print(
+        f"  library, concurrency {DEFAULT_PLAN_CONCURRENCY} (default): {fast_s:6.2f} s, "
+        f"{fast_rpa:.2f} requests/account, our CPU {cpu_used[DEFAULT_PLAN_CONCURRENCY]:.2f} s"
+    )
+    for level, seconds in others.items():
+        print(f"  library, concurrency {level}: {seconds:6.2f} s")
+    print(
+        f"  CLI `plan --json` (subprocess, all included): {cli_s:6.2f} s, "
+        f"{cli_rpa:.2f} requests/account"
+    )
+    print(
+        f"  baseline, concurrency 1, on {len(subset)} accounts: {slow_s:6.2f} s, "
+        f"{slow_rpa:.2f} requests/account → {slow_extrapolated:.1f} s for {n} (extrapolated)"
+    )
+    print(f"  speed-up over concurrency 1: {slow_extrapolated / fast_s:.1f}x")
+    ok = cli_s <= GOAL_SECONDS and fast_rpa <= GOAL_REQUESTS_PER_ACCOUNT
+    print(
+        f"  goal: <= {GOAL_SECONDS:g} s and <= {GOAL_REQUESTS_PER_ACCOUNT:g} requests/account: "
+        f"{'met' if ok else 'NOT met'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
