@@ -184,6 +184,13 @@ class ApplyReport:
         return "\n".join(lines) + "\n"
 
 
+def blocked_result(account: AccountPlan) -> AccountResult:
+    """A blocked account is not applied; it fails the run unless it is only not connected."""
+    return AccountResult(
+        account.gorgias_account, "blocked", ok=False, error=account.message, reason=account.reason
+    )
+
+
 @dataclass
 class _AccountRun:
     """Mutable progress of one account (kept local to its worker thread)."""
@@ -236,9 +243,7 @@ class Applier:
     def _apply_account(self, account: AccountPlan) -> AccountResult:
         domain = account.gorgias_account
         if account.action == "blocked":
-            return AccountResult(
-                domain, "blocked", ok=False, error=account.message, reason=account.reason
-            )
+            return blocked_result(account)
         run = _AccountRun(account)
         kept = account.resource("integration")
         run.integration_id = kept.id if kept else None
