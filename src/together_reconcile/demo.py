@@ -240,10 +240,6 @@ class Demo:
             shutil.copyfile(source / f"{name}.yaml", self.accounts_dir / f"{name}.yaml")
         seed_demo(self.sandbox.control)
         self.sandbox.control.insert_integration(DISABLED_ACCOUNT, FOREIGN_INTEGRATION)
-        settings = handler_module.Settings.from_env(
-            self.env, accounts_dir=self.accounts_dir, state_url=self.state_url
-        )
-        self.handler.start(handler_module.create_app(settings))
 
         self.echo(click.style("together-reconcile demo", bold=True))
         self.echo(
@@ -273,6 +269,13 @@ class Demo:
             "What the pull-request check runs first: every problem as path:line:col.",
         )
         self.run("validate")
+
+    def start_handler(self) -> None:
+        """Serve the event handler (its port is bound already); needs valid account files."""
+        settings = handler_module.Settings.from_env(
+            self.env, accounts_dir=self.accounts_dir, state_url=self.state_url
+        )
+        self.handler.start(handler_module.create_app(settings))
 
     def connect(self) -> None:
         self.heading(
@@ -447,6 +450,7 @@ def run_demo(echo: Echo, *, pause_s: float = 0.0) -> None:
             demo = Demo(Path(tmp), sandbox, handler, echo, generate_key(), pause_s)
             demo.setup()
             demo.validate()
+            demo.start_handler()
             demo.connect()
             demo.first_plan()
             demo.first_apply()
