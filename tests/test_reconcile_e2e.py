@@ -471,3 +471,53 @@ def test_zz_no_secret_in_any_captured_output() -> None:
     joined = "\n".join(ALL_OUTPUT)
     leaked = [s for s in ALL_SECRETS if s in joined]
     assert leaked == []
+
+
+# -- command-line options -----------------------------------------------------------------
+
+
+def test_account_filter_markdown_and_step_summary(world: World) -> None:
+    three_accounts(world)
+    summary = world.root / "summary.md"
+    env = {**world.env, "GITHUB_STEP_SUMMARY": str(summary)}
+    run = world.cli("plan", "--account", "BETA.gorgias.com", "--format", "markdown", env=env)
+    assert run.exit_code == 0, run.output
+    assert "| `beta.gorgias.com` | create |" in run.output
+    assert "acme.gorgias.com" not in run.output
+    assert "| `beta.gorgias.com` | create |" in summary.read_text()
+    only = world.cli("plan", "--json", "--account", "acme.gorgias.com")
+    assert list(actions(only)) == ["acme.gorgias.com"]
+
+
+def test_unknown_account_filter_is_an_error(world: World) -> None:
+    world.write_account("acme")
+    run = world.cli("plan", "--account", "nobody.gorgias.com")
+    assert run.exit_code == 1
+    assert "unknown account(s): nobody.gorgias.com" in run.output
+
+
+def test_malformed_secret_key_names_its_position_not_its_value(world: World) -> None:
+    world.write_account("acme")
+    bad = "not-a-valid-key-value"
+    run = world.cli("plan", env={**world.env, "TOGETHER_SECRET_KEYS": f"{generate_key()},{bad}"})
+    assert run.exit_code == 1
+    assert "entry 2" in run.output
+    assert bad not in run.output
+    assert not (world.root / "state.db").exists()
+
+
+def test_invalid_account_files_stop_plan_with_the_problems(world: World) -> None:
+    (world.accounts_dir / "acme.yaml").write_text("shopify_store: nope\n")
+    run = world.cli("plan")
+    assert run.exit_code == 1
+    assert "acme.yaml:1:" in run.output
+    assert not (world.root / "state.db").exists()
+
+
+def test_unreachable_state_database_is_a_clear_error(world: World) -> None:
+    world.write_account("acme")
+    env = {**world.env, "TOGETHER_STATE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    run = world.cli("plan", env=env)
+    assert run.exit_code == 1
+    assert "Error:" in run.output
+    assert "Traceback" not in run.output

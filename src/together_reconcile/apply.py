@@ -173,7 +173,8 @@ class ApplyReport:
         waiting = sum(1 for r in self.results if r.reason == NOT_CONNECTED)
         lines.append(
             f"Apply: {done} changed, {in_sync} in sync, {len(self.failures)} failed, "
-            f"{waiting} not connected ({len(self.results)} accounts)."
+            f"{waiting} not connected ({len(self.results)} "
+            f"account{'' if len(self.results) == 1 else 's'})."
         )
         if self.failures:
             lines.append(

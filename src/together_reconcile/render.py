@@ -119,7 +119,8 @@ def summary_line(plan: Plan) -> str:
     s = plan.summary
     return (
         f"Plan: {s['create']} to create, {s['update']} to update, {s['delete']} to delete, "
-        f"{s['in_sync']} in sync, {s['blocked']} blocked ({s['accounts']} accounts)."
+        f"{s['in_sync']} in sync, {s['blocked']} blocked "
+        f"({s['accounts']} account{'' if s['accounts'] == 1 else 's'})."
     )
 
 
