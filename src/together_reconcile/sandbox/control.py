@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from together_reconcile.sandbox import fire as firing
-from together_reconcile.sandbox import gorgias, shopify
+from together_reconcile.sandbox import gorgias, oauth, shopify
 from together_reconcile.sandbox.http import Request, Response, json_response
 from together_reconcile.sandbox.state import ControlError, SandboxState
 
@@ -49,6 +49,13 @@ def _calls(state: SandboxState) -> dict[str, Call]:
             state, account, integration_id, ticket
         ),
         "customer_data": lambda account, email: firing.customer_data(state, account, email),
+        "set_oauth_client": lambda client_id, client_secret: oauth.set_oauth_client(
+            state, client_id, client_secret
+        ),
+        "set_token_lifetime": lambda seconds: oauth.set_token_lifetime(state, seconds),
+        "expire_tokens": lambda account: oauth.expire_tokens(state, account),
+        "revoke_refresh_tokens": lambda account: oauth.revoke_refresh_tokens(state, account),
+        "oauth_status": lambda account: oauth.oauth_status(state, account),
     }
 
 
@@ -210,4 +217,29 @@ class SandboxController:
 
     def customer_data(self, account: str, email: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("customer_data", account=account, email=email)
+        return result
+
+    # -- OAuth (the Gorgias app store side)
+    def set_oauth_client(self, client_id: str, client_secret: str) -> None:
+        """Register our OAuth app: `/oauth/authorize` and `/oauth/token` accept only it."""
+        self._call("set_oauth_client", client_id=client_id, client_secret=client_secret)
+
+    def set_token_lifetime(self, seconds: float) -> None:
+        """Access tokens issued from now on expire after `seconds` (default 24 h)."""
+        self._call("set_token_lifetime", seconds=seconds)
+
+    def expire_tokens(self, account: str) -> int:
+        """Every bearer token of `account` expires now (the API answers 401 to them)."""
+        result: int = self._call("expire_tokens", account=account)
+        return result
+
+    def revoke_refresh_tokens(self, account: str) -> int:
+        """Every refresh token of `account` is refused from now on (400 invalid_grant)."""
+        result: int = self._call("revoke_refresh_tokens", account=account)
+        return result
+
+    def oauth_status(self, account: str) -> dict[str, Any]:
+        """`{"refresh_grants", "active_refresh_tokens", "latest_refresh_token"}` (sandbox-only
+        tokens)."""
+        result: dict[str, Any] = self._call("oauth_status", account=account)
         return result

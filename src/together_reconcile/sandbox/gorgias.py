@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from together_reconcile.sandbox import gorgias_schema as schema
+from together_reconcile.sandbox import oauth
 from together_reconcile.sandbox.http import (
     Request,
     Response,
@@ -407,6 +408,8 @@ def handle(state: SandboxState, request: Request, account_name: str, rest: str) 
         account = state.accounts.get(account_name)
         if account is None:
             return html_response(404, UNKNOWN_ACCOUNT_HTML)
+        if rest.startswith("oauth/"):  # the app's own auth: no bearer token, no rate limit
+            return oauth.handle(state, request, account, rest)
         kind = authenticate(state, account, request.headers.get("authorization", ""))
         if kind is None:
             return unauthorized()

@@ -27,6 +27,7 @@ MAX_PAGE_SIZE = 100
 FAULT_SEED = 20261127
 SHOPIFY_BUCKET_SIZE = 2000.0
 SHOPIFY_RESTORE_RATE = 100.0
+DEFAULT_TOKEN_LIFETIME_S = 24 * 3600.0  # Gorgias access tokens live 24 hours
 
 
 class ControlError(ValueError):
@@ -76,9 +77,31 @@ class LeakyBucket:
 
 
 @dataclass
+class AuthorizationCode:
+    """A code `/oauth/authorize` issued: redeemable once, for a while, with the same URI."""
+
+    client_id: str
+    redirect_uri: str
+    scope: str
+    expires_at: float
+    used: bool = False
+
+
+@dataclass
+class OAuthGrants:
+    """One account's OAuth side: codes and refresh tokens (rotated on each refresh)."""
+
+    codes: dict[str, AuthorizationCode] = field(default_factory=dict)
+    refresh_tokens: dict[str, bool] = field(default_factory=dict)  # token -> revoked
+    latest_refresh_token: str | None = None
+    refresh_grants: int = 0
+
+
+@dataclass
 class GorgiasAccount:
     name: str
     tokens: dict[str, TokenRecord] = field(default_factory=dict)
+    oauth: OAuthGrants = field(default_factory=OAuthGrants)
     basic_keys: dict[str, str] = field(default_factory=dict)  # api_email -> api_key
     integrations: dict[int, dict[str, Any]] = field(default_factory=dict)
     widgets: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -144,6 +167,8 @@ class Knobs:
     gorgias_latency_s: float = 0.0
     shopify_latency_s: float = 0.0
     rate_limit: tuple[int, float] | None = None  # None = Gorgias's defaults per auth kind
+    oauth_client: tuple[str, str] | None = None  # (client_id, client_secret) of our app
+    token_lifetime_s: float = DEFAULT_TOKEN_LIFETIME_S
 
 
 class SandboxState:
