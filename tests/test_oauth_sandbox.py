@@ -12,7 +12,7 @@ import pytest
 from together_reconcile.sandbox import RunningSandbox, SandboxControlError
 
 CLIENT_ID = "together-app"
-CLIENT_SECRET = "sandbox-client-secret"  # noqa: S105 - sandbox-only
+CLIENT_SECRET = "sandbox-client-secret"
 REDIRECT = "http://127.0.0.1:9/oauth/gorgias/callback"
 SCOPE = "openid offline integrations:read integrations:write"
 
