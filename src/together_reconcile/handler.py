@@ -1,9 +1,10 @@
 """The WSGI application Gorgias calls: parse → authenticate → look up account → Shopify → answer.
 
-Routes: `POST /gorgias/events`, `GET /healthz`, `GET /readyz`. Checks run in the order the
-SPEC fixes (405, 415, 413, 400, 401, 404, then Shopify) and every error body is
-`{"error": {"code", "message"}}`. Nothing about the customer is stored; the one JSON log line per
-request holds the email only as a salted hash.
+Routes: `POST /gorgias/events`, `GET /healthz`, `GET /readyz`, and the OAuth pages
+`GET /oauth/gorgias/install` and `GET /oauth/gorgias/callback` (HTML, see `oauth`). Event checks
+run in the order the SPEC fixes (405, 415, 413, 400, 401, 404, then Shopify) and every JSON error
+body is `{"error": {"code", "message"}}`. Nothing about the customer is stored; the one JSON log
+line per request holds the email only as a salted hash.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from together_reconcile.config import (
     load_accounts,
 )
 from together_reconcile.logs import HANDLER_LOGGER, email_hash, json_line
+from together_reconcile.oauth import OAUTH_PATHS, OAuthRoutes, OAuthSettings
 from together_reconcile.secrets import Keyring
 from together_reconcile.shopify import ShopifyClient, ShopifyError, ShopifySettings
 from together_reconcile.store import Store, StoreError
@@ -73,6 +75,7 @@ class Settings:
     credential_ttl_s: float = CREDENTIAL_TTL_S
     config_check_interval_s: float = CONFIG_CHECK_INTERVAL_S
     log_salt: bytes = field(default_factory=lambda: secrets.token_bytes(16), repr=False)
+    oauth: OAuthSettings = field(default_factory=lambda: OAuthSettings(None, None))
 
     @classmethod
     def from_env(
@@ -88,6 +91,7 @@ class Settings:
             state_url=state_url or environ.get("TOGETHER_STATE_URL") or DEFAULT_STATE_URL,
             keyring=Keyring.from_env(environ.get("TOGETHER_SECRET_KEYS")),
             shopify=ShopifySettings.from_env(environ),
+            oauth=OAuthSettings.from_env(environ),
         )
 
 
@@ -280,8 +284,10 @@ class RequestLog:
 
 _REASONS = {
     200: "OK",
+    302: "Found",
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     413: "Content Too Large",
@@ -406,6 +412,7 @@ class HandlerApp:
         *,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        oauth: OAuthRoutes | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -413,6 +420,7 @@ class HandlerApp:
         self.shopify = shopify
         self._clock = clock
         self._now = now
+        self.oauth = oauth or OAuthRoutes(settings.oauth, settings.keyring, credentials.store)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         started = self._clock()
@@ -421,8 +429,10 @@ class HandlerApp:
         request_id = environ.get("HTTP_X_REQUEST_ID") or ""
         if not _REQUEST_ID_RE.match(request_id):
             request_id = uuid.uuid4().hex
-        route = path if path in (EVENTS_PATH, HEALTH_PATH, READY_PATH) else "other"
+        route = path if path in (EVENTS_PATH, HEALTH_PATH, READY_PATH, *OAUTH_PATHS) else "other"
         entry = RequestLog(request_id=request_id, route=route, method=method)
+        if path in OAUTH_PATHS:
+            return self._oauth_page(environ, path, entry, started, start_response)
         headers: list[tuple[str, str]] = []
         try:
             status, document = self._route(environ, path, method, entry)
@@ -459,6 +469,24 @@ class HandlerApp:
         start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
         self._log(entry, status, started)
         return [b""] if method == "HEAD" else [body]
+
+    def _oauth_page(
+        self,
+        environ: dict[str, Any],
+        path: str,
+        entry: RequestLog,
+        started: float,
+        start_response: StartResponse,
+    ) -> Iterable[bytes]:
+        """The OAuth routes answer HTML pages (or a redirect), not JSON."""
+        page = self.oauth.answer(entry.method, path, environ.get("QUERY_STRING") or "")
+        entry.account, entry.error = page.account, page.code
+        body = page.body()
+        headers = [*page.headers(), ("Content-Length", str(len(body)))]
+        headers.append(("X-Request-Id", entry.request_id))
+        start_response(f"{page.status} {_REASONS.get(page.status, 'Error')}", headers)
+        self._log(entry, page.status, started)
+        return [b""] if entry.method == "HEAD" else [body]
 
     def _log(self, entry: RequestLog, status: int, started: float) -> None:
         fields: dict[str, Any] = {

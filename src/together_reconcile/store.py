@@ -365,16 +365,34 @@ locks = sa.Table(
 )
 
 
+# Nonces of OAuth `state` values already used: a state works once, across every process.
+# Rows older than the longest a state lives are deleted as new ones arrive.
+oauth_state_nonces = sa.Table(
+    "oauth_state_nonces",
+    metadata,
+    sa.Column("nonce", sa.String(64), primary_key=True),
+    sa.Column("used_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("oauth_state_nonces_used_at", "used_at"),
+)
+
+
 def _migration_1_initial(conn: Connection) -> None:
     for table in (credentials, managed_accounts, audit_log_table, locks):
         table.create(conn)
+
+
+def _migration_2_oauth_state_nonces(conn: Connection) -> None:
+    oauth_state_nonces.create(conn)
 
 
 # Ordered; never edit a released entry, append a new one. Version N = first N applied.
 # Migration 1 creates the tables as defined above. Before a later migration alters one of them,
 # freeze its current definition into `_migration_1_initial` (a copy), then change it above, so
 # a fresh database still goes through every step.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migration_1_initial,)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
+    _migration_1_initial,
+    _migration_2_oauth_state_nonces,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -863,6 +881,26 @@ class Store:
                     .values(access_token_enc=access, refresh_token_enc=refresh)
                 )
             return len(rows)
+
+    # OAuth state nonces --------------------------------------------------------------------
+
+    def use_oauth_state_nonce(self, nonce: str, *, now: datetime, keep: timedelta) -> bool:
+        """Record `nonce` as used; False if it was used before (a replayed OAuth `state`).
+
+        Nonces used more than `keep` ago are deleted first: pass at least the lifetime of a
+        state (plus clock skew), after which a replay fails on expiry anyway.
+        """
+        with self._write() as conn:
+            conn.execute(
+                oauth_state_nonces.delete().where(oauth_state_nonces.c.used_at < now - keep)
+            )
+            inserted = conn.execute(
+                self._insert(oauth_state_nonces)
+                .values(nonce=nonce, used_at=_as_utc(now))
+                .on_conflict_do_nothing(index_elements=[oauth_state_nonces.c.nonce])
+                .returning(oauth_state_nonces.c.nonce)
+            ).first()
+            return inserted is not None
 
     # Managed accounts ----------------------------------------------------------------------
 

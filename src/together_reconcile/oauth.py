@@ -1,0 +1,450 @@
+"""Connecting a Gorgias account (OAuth2): the install redirect, the signed `state`, the callback.
+
+`GET /oauth/gorgias/install?account=acme` (Gorgias's "Connect App" sends the merchant there)
+answers 302 to `{TOGETHER_GORGIAS_URL with acme}/oauth/authorize` with a `state` that is signed
+(purpose "oauth-state"), binds the account and a random nonce, and lasts 10 minutes.
+`GET /oauth/gorgias/callback?code=&state=` checks the state (signature, age, account, and that
+its nonce was never used: recorded in the state store, so it holds across processes), redeems
+the code at `…/oauth/token` and stores the tokens encrypted with their expiry.
+
+Every answer is a small HTML page for the merchant; problems get a 4xx/5xx page that says what
+to do, never a stack trace, and everything echoed is HTML-escaped. No token or code appears in
+a page or in an error.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Final
+from urllib.parse import parse_qs, urlencode
+
+import httpx
+
+from together_reconcile.config import GORGIAS_ACCOUNT_RE, SUBDOMAIN_RE
+from together_reconcile.secrets import Keyring
+from together_reconcile.store import Credential, Store, StoreError
+from together_reconcile.tokens import (
+    CLIENT_ID_ENV,
+    CLIENT_SECRET_ENV,
+    DEFAULT_BASE_URL_TEMPLATE,
+    OAuthApp,
+    TokenEndpointError,
+    TokenGrant,
+    exchange_code,
+    token_http_client,
+)
+
+# `offline` makes Gorgias issue a refresh token (access tokens live 24 h; reference §4, O10);
+# `integrations:read` / `integrations:write` cover HTTP integrations, and widgets appear to
+# fall under them (no widget scope exists, reference §4); `openid` is the basic scope of an
+# OAuth app. Nothing else: the integration call brings the customer's email, so we never read
+# customers or tickets.
+SCOPES: Final = "openid offline integrations:read integrations:write"
+
+INSTALL_PATH: Final = "/oauth/gorgias/install"
+CALLBACK_PATH: Final = "/oauth/gorgias/callback"
+OAUTH_PATHS: Final = (INSTALL_PATH, CALLBACK_PATH)
+PUBLIC_URL_ENV: Final = "TOGETHER_PUBLIC_URL"
+GORGIAS_URL_ENV: Final = "TOGETHER_GORGIAS_URL"
+STATE_PURPOSE: Final = "oauth-state"
+STATE_MAX_AGE_S: Final = 600
+NONCE_KEEP: Final = timedelta(hours=1)  # longer than a state lives (10 min + clock skew)
+_MAX_ECHO_CHARS = 100
+
+
+class OAuthError(Exception):
+    """A request the OAuth routes cannot serve: an HTTP status, a code, and words for a human."""
+
+    def __init__(self, status: int, code: str, title: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.status = status
+        self.code = code
+        self.title = title
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class OAuthSettings:
+    """Our OAuth app (None without client id/secret) and the public URL of the callback."""
+
+    app: OAuthApp | None
+    public_url: str | None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> OAuthSettings:
+        client_id = (environ.get(CLIENT_ID_ENV) or "").strip()
+        client_secret = (environ.get(CLIENT_SECRET_ENV) or "").strip()
+        template = (environ.get(GORGIAS_URL_ENV) or "").strip() or DEFAULT_BASE_URL_TEMPLATE
+        app = OAuthApp(client_id, client_secret, template) if client_id and client_secret else None
+        public_url = (environ.get(PUBLIC_URL_ENV) or "").strip().rstrip("/") or None
+        return cls(app, public_url)
+
+    def require(self) -> tuple[OAuthApp, str]:
+        """The app and public URL, or a 503 naming what is missing."""
+        missing = [CLIENT_ID_ENV, CLIENT_SECRET_ENV] if self.app is None else []
+        if self.public_url is None:
+            missing.append(PUBLIC_URL_ENV)
+        if self.app is None or self.public_url is None:
+            names = (
+                ", ".join(missing[:-1]) + " and " + missing[-1] if len(missing) > 1 else missing[0]
+            )
+            raise OAuthError(
+                503,
+                "oauth_not_configured",
+                "Connecting Gorgias is not set up yet",
+                f"This server cannot connect Gorgias accounts until {names} "
+                f"{'are' if len(missing) > 1 else 'is'} set. Please contact Together support.",
+            )
+        return self.app, self.public_url
+
+
+def callback_uri(public_url: str) -> str:
+    return public_url.rstrip("/") + CALLBACK_PATH
+
+
+def _shown(value: str) -> str:
+    return value if len(value) <= _MAX_ECHO_CHARS else value[:_MAX_ECHO_CHARS] + "…"
+
+
+def account_subdomain(value: str | None) -> str:
+    """`acme` from `acme` or `acme.gorgias.com` (any case); 400 otherwise."""
+    if value is None or not value.strip():
+        raise OAuthError(
+            400,
+            "missing_account",
+            "Which Gorgias account?",
+            "The link does not say which Gorgias account to connect: open it from the Together "
+            "app in Gorgias, or add ?account=SUBDOMAIN (acme for acme.gorgias.com).",
+        )
+    text = value.strip()
+    if GORGIAS_ACCOUNT_RE.match(text):
+        text = text.split(".", 1)[0]
+    if not SUBDOMAIN_RE.match(text):
+        raise OAuthError(
+            400,
+            "invalid_account",
+            "Not a Gorgias account",
+            f"“{_shown(value)}” is not a Gorgias account: give its subdomain, like acme for "
+            "acme.gorgias.com.",
+        )
+    return text.lower()
+
+
+# -- State ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StateClaims:
+    subdomain: str
+    nonce: str = field(repr=False)
+
+
+def issue_state(keyring: Keyring, subdomain: str, *, now: float) -> str:
+    """A signed state binding `subdomain` and a fresh nonce, issued at `now`."""
+    payload = json.dumps({"a": subdomain, "n": secrets.token_urlsafe(16)}, separators=(",", ":"))
+    return keyring.sign(payload.encode(), STATE_PURPOSE, now=now)
+
+
+def _start_again(code: str, title: str, why: str) -> OAuthError:
+    return OAuthError(
+        400, code, title, f"{why} Start again from the Together app in Gorgias (Connect)."
+    )
+
+
+def verify_state(keyring: Keyring, state: str | None, *, now: float) -> StateClaims:
+    """The claims of a state we signed that is at most 10 minutes old (not yet: single use)."""
+    if state is None or not state:
+        raise _start_again("missing_state", "Connection link incomplete", "The link has no state.")
+    payload = keyring.unsign(state, STATE_PURPOSE)
+    claims = _claims(payload)
+    if claims is None:
+        raise _start_again(
+            "invalid_state", "Connection link not valid", "This link was not issued by Together."
+        )
+    if keyring.unsign(state, STATE_PURPOSE, max_age_s=STATE_MAX_AGE_S, now=now) is None:
+        raise _start_again(
+            "expired_state",
+            "Connection link expired",
+            f"Connection links work for {STATE_MAX_AGE_S // 60} minutes.",
+        )
+    return claims
+
+
+def _claims(payload: bytes | None) -> StateClaims | None:
+    if payload is None:
+        return None
+    try:
+        document = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    subdomain, nonce = document.get("a"), document.get("n")
+    if not isinstance(subdomain, str) or not isinstance(nonce, str) or not nonce:
+        return None
+    if not SUBDOMAIN_RE.match(subdomain):
+        return None
+    return StateClaims(subdomain, nonce)
+
+
+def authorize_url(app: OAuthApp, public_url: str, subdomain: str, state: str) -> str:
+    query = {
+        "response_type": "code",
+        "client_id": app.client_id,
+        "redirect_uri": callback_uri(public_url),
+        "scope": SCOPES,
+        "state": state,
+    }
+    return f"{app.base_url(subdomain)}/oauth/authorize?{urlencode(query)}"
+
+
+# -- Pages ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Page:
+    """One answer of the OAuth routes: an HTML page, maybe a redirect."""
+
+    status: int
+    title: str
+    paragraphs: tuple[str, ...]
+    code: str | None = None  # an error code for the logs; None on success
+    account: str | None = None
+    location: str | None = field(default=None, repr=False)
+
+    def body(self) -> bytes:
+        text = "".join(f"<p>{html.escape(p)}</p>" for p in self.paragraphs)
+        if self.location is not None:
+            href = html.escape(self.location, quote=True)
+            text += f'<p><a href="{href}">Continue to Gorgias</a></p>'
+        title = html.escape(self.title)
+        return (
+            '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{title} · Together</title></head>"
+            f'<body style="font-family: sans-serif; max-width: 36em; margin: 3em auto">'
+            f"<h1>{title}</h1>{text}</body></html>"
+        ).encode()
+
+    def headers(self) -> list[tuple[str, str]]:
+        headers = [
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Cache-Control", "no-store"),
+            ("Referrer-Policy", "no-referrer"),  # the callback URL carries the code
+            ("X-Content-Type-Options", "nosniff"),
+            ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),
+        ]
+        if self.location is not None:
+            headers.append(("Location", self.location))
+        return headers
+
+
+def error_page(error: OAuthError, account: str | None = None) -> Page:
+    return Page(error.status, error.title, (error.detail,), code=error.code, account=account)
+
+
+def connected_page(domain: str) -> Page:
+    return Page(
+        200,
+        "Gorgias account connected",
+        (
+            f"{domain} is now connected to Together.",
+            "What happens next: Together support links your Shopify store to this Gorgias "
+            "account (an account file in our configuration). The Together integration and its "
+            "sidebar widget appear in Gorgias after the next apply. You can close this page.",
+        ),
+        account=domain,
+    )
+
+
+# -- Routes -----------------------------------------------------------------------------------
+
+
+class OAuthRoutes:
+    """`GET /oauth/gorgias/install` and `GET /oauth/gorgias/callback`. Thread-safe."""
+
+    def __init__(
+        self,
+        settings: OAuthSettings,
+        keyring: Keyring,
+        store: Callable[[], Store],
+        *,
+        http: httpx.Client | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._keyring = keyring
+        self._store = store
+        self._http = http
+        self._clock = clock
+
+    def http(self) -> httpx.Client:
+        if self._http is None:
+            self._http = token_http_client()
+        return self._http
+
+    def answer(self, method: str, path: str, query_string: str) -> Page:
+        if method not in ("GET", "HEAD"):
+            return Page(
+                405,
+                "Method not allowed",
+                ("Open this link in a browser (GET).",),
+                "method_not_allowed",
+            )
+        query = {
+            key: values[0] for key, values in parse_qs(query_string, keep_blank_values=True).items()
+        }
+        try:
+            app, public_url = self.settings.require()
+            if path == INSTALL_PATH:
+                return self.install(app, public_url, query)
+            return self.callback(app, public_url, query)
+        except OAuthError as error:
+            return error_page(error)
+
+    def install(self, app: OAuthApp, public_url: str, query: Mapping[str, str]) -> Page:
+        subdomain = account_subdomain(query.get("account"))
+        state = issue_state(self._keyring, subdomain, now=self._clock())
+        location = authorize_url(app, public_url, subdomain, state)
+        return Page(
+            302,
+            "Connecting to Gorgias",
+            ("Continue to Gorgias to allow Together to manage its integration.",),
+            account=f"{subdomain}.gorgias.com",
+            location=location,
+        )
+
+    def callback(self, app: OAuthApp, public_url: str, query: Mapping[str, str]) -> Page:
+        denial = query.get("error")
+        if denial is not None:
+            return error_page(_denied(denial))
+        now = self._clock()
+        claims = verify_state(self._keyring, query.get("state"), now=now)
+        domain = f"{claims.subdomain}.gorgias.com"
+        try:
+            self._check_account(claims, query.get("account"))
+            code = query.get("code") or ""
+            if not code:
+                raise _start_again(
+                    "missing_code", "Connection link incomplete", "Gorgias sent no code."
+                )
+            self._use_once(claims, now)
+            grant = self._exchange(app, public_url, claims.subdomain, code)
+            self._save(
+                Credential(
+                    kind="gorgias",
+                    domain=domain,
+                    access_token=grant.access_token,
+                    refresh_token=grant.refresh_token,
+                    expires_at=grant.expires_at(datetime.fromtimestamp(now, UTC)),
+                )
+            )
+        except OAuthError as error:
+            return error_page(error, domain)
+        return connected_page(domain)
+
+    @staticmethod
+    def _check_account(claims: StateClaims, account: str | None) -> None:
+        """When the callback names an account, it must be the one the state was made for."""
+        if account is None:
+            return
+        try:
+            named = account_subdomain(account)
+        except OAuthError:
+            named = None
+        if named != claims.subdomain:
+            raise _start_again(
+                "state_account_mismatch",
+                "Connection link for another account",
+                "This link was made to connect a different Gorgias account.",
+            )
+
+    def _use_once(self, claims: StateClaims, now: float) -> None:
+        try:
+            fresh = self._store().use_oauth_state_nonce(
+                claims.nonce, now=datetime.fromtimestamp(now, UTC), keep=NONCE_KEEP
+            )
+        except StoreError:
+            raise _store_unavailable() from None
+        if not fresh:
+            raise _start_again(
+                "state_used", "Connection link already used", "Each link works only once."
+            )
+
+    def _exchange(self, app: OAuthApp, public_url: str, subdomain: str, code: str) -> TokenGrant:
+        try:
+            return exchange_code(
+                app, self.http(), subdomain, code=code, redirect_uri=callback_uri(public_url)
+            )
+        except TokenEndpointError as error:
+            raise _exchange_failure(error) from None
+
+    def _save(self, credential: Credential) -> None:
+        try:
+            self._store().put_credential(credential)
+        except StoreError:
+            raise _store_unavailable() from None
+
+
+def _denied(error: str) -> OAuthError:
+    if error == "access_denied":
+        return OAuthError(
+            403,
+            "access_denied",
+            "Connection cancelled",
+            "Gorgias access was not granted, so nothing was connected. To connect, start "
+            "again from the Together app in Gorgias and choose Allow.",
+        )
+    return OAuthError(
+        400,
+        "authorization_failed",
+        "Gorgias did not authorize the connection",
+        f"Gorgias answered “{_shown(error)}”, so nothing was connected. Start again from the "
+        "Together app in Gorgias; if it keeps failing, contact Together support.",
+    )
+
+
+def _exchange_failure(error: TokenEndpointError) -> OAuthError:
+    if error.kind == "rejected":
+        return _start_again(
+            "code_rejected",
+            "Gorgias refused the connection",
+            "Gorgias did not accept the authorization code (it may have expired or been used), "
+            "so nothing was connected.",
+        )
+    if error.kind == "client_rejected":
+        return OAuthError(
+            502,
+            "client_rejected",
+            "Gorgias refused Together's app credentials",
+            "Nothing was connected. Please contact Together support.",
+        )
+    if error.kind == "unavailable":
+        return OAuthError(
+            502,
+            "gorgias_unavailable",
+            "Gorgias did not answer",
+            "Nothing was connected. Try again in a few minutes from the Together app in Gorgias.",
+        )
+    return OAuthError(
+        502,
+        "invalid_token_response",
+        "Gorgias gave an unexpected answer",
+        "Nothing was connected. Try again from the Together app in Gorgias; if it keeps "
+        "failing, contact Together support.",
+    )
+
+
+def _store_unavailable() -> OAuthError:
+    return OAuthError(
+        503,
+        "store_unavailable",
+        "Together is temporarily unavailable",
+        "Nothing was connected. Try again in a few minutes.",
+    )
