@@ -34,8 +34,15 @@ GOAL_SECONDS = 3.0
 GOAL_REQUESTS_PER_ACCOUNT = 2.0
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class _Sandbox:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pid: int) -> None:
+        self.pid = pid
         self.url = url
         self.gorgias_url_template = f"{url}/gorgias/{{account}}"
         self.control = SandboxController(url)
@@ -55,7 +62,7 @@ def sandbox_process() -> Iterator[_Sandbox]:
         url = first.strip().rsplit(" ", 1)[-1]
         if not url.startswith("http://"):
             raise RuntimeError(f"the sandbox did not start: {first!r}")
-        sandbox = _Sandbox(url)
+        sandbox = _Sandbox(url, process.pid)
         yield sandbox
         sandbox.control.close()
     finally:
@@ -115,14 +122,17 @@ def main() -> int:
         sandbox.control.set_latency(gorgias_ms=args.latency_ms)
 
         cpu_used: dict[int, float] = {}
+        server_cpu_used: dict[int, float] = {}
 
         def timed_plan(subset: list[str], concurrency: int) -> tuple[float, float, int]:
             sandbox.control.clear_requests()
             started = time.perf_counter()
             cpu = time.process_time()
+            server_cpu = process_cpu_s(sandbox.pid)
             plan = make_plan(session.reconciler, subset, concurrency=concurrency)
             seconds = time.perf_counter() - started
             cpu_used[concurrency] = time.process_time() - cpu
+            server_cpu_used[concurrency] = process_cpu_s(sandbox.pid) - server_cpu
             requests = len(sandbox.control.requests())
             in_sync = plan.summary["in_sync"]
             assert in_sync == len(subset), f"expected all in sync, got {plan.summary}"
@@ -156,7 +166,8 @@ def main() -> int:
     print(f"in-sync plan, {n} accounts, sandbox latency {args.latency_ms:g} ms per request")
     print(
         f"  library, concurrency {DEFAULT_PLAN_CONCURRENCY} (default): {fast_s:6.2f} s, "
-        f"{fast_rpa:.2f} requests/account, our CPU {cpu_used[DEFAULT_PLAN_CONCURRENCY]:.2f} s"
+        f"{fast_rpa:.2f} requests/account, our CPU {cpu_used[DEFAULT_PLAN_CONCURRENCY]:.2f} s, "
+        f"sandbox CPU {server_cpu_used[DEFAULT_PLAN_CONCURRENCY]:.2f} s (on {os.cpu_count()} cores)"
     )
     for level, seconds in others.items():
         print(f"  library, concurrency {level}: {seconds:6.2f} s")
