@@ -21,6 +21,7 @@ from together_reconcile.sandbox import RunningSandbox
 from together_reconcile.secrets import Keyring, fingerprint
 from together_reconcile.store import Credential, Store
 from together_reconcile.tokens import (
+    GorgiasTokenRefresher,
     OAuthApp,
     TokenBlocked,
     ensure_fresh_gorgias_token,
@@ -332,3 +333,22 @@ def test_two_processes_refreshing_at_once_keep_the_last_refresh_token(
     assert stored is not None and stored.status == "ok"
     assert stored.refresh_token == status["latest_refresh_token"]
     assert fingerprint(stored.access_token) == results[0]["token"]
+
+
+# ---------------------------------------------------------------- the reconciler's refresher
+def test_refresher_from_env(setup: Setup) -> None:
+    environ = {
+        "TOGETHER_GORGIAS_CLIENT_ID": CLIENT_ID,
+        "TOGETHER_GORGIAS_CLIENT_SECRET": CLIENT_SECRET,
+        "TOGETHER_GORGIAS_URL": setup.sandbox.gorgias_url_template,
+    }
+    connected = setup.connect(expires_in=timedelta(minutes=1))
+    unconfigured = GorgiasTokenRefresher.from_env(setup.store, {})
+    assert unconfigured.fresh(DOMAIN) == connected
+    refresher = GorgiasTokenRefresher.from_env(setup.store, environ)
+    refreshed = refresher.fresh(DOMAIN)
+    assert isinstance(refreshed, Credential) and setup.works(refreshed.access_token)
+    assert refresher.fresh(DOMAIN) == refreshed  # fresh now: no second refresh
+    again = refresher.after_rejection(DOMAIN, refreshed.access_token)
+    assert isinstance(again, Credential) and again.access_token != refreshed.access_token
+    assert setup.refreshes() == 2

@@ -32,7 +32,6 @@ from together_reconcile.store import Credential, Store, StoreError
 from together_reconcile.tokens import (
     CLIENT_ID_ENV,
     CLIENT_SECRET_ENV,
-    DEFAULT_BASE_URL_TEMPLATE,
     OAuthApp,
     TokenEndpointError,
     TokenGrant,
@@ -51,7 +50,6 @@ INSTALL_PATH: Final = "/oauth/gorgias/install"
 CALLBACK_PATH: Final = "/oauth/gorgias/callback"
 OAUTH_PATHS: Final = (INSTALL_PATH, CALLBACK_PATH)
 PUBLIC_URL_ENV: Final = "TOGETHER_PUBLIC_URL"
-GORGIAS_URL_ENV: Final = "TOGETHER_GORGIAS_URL"
 STATE_PURPOSE: Final = "oauth-state"
 STATE_MAX_AGE_S: Final = 600
 NONCE_KEEP: Final = timedelta(hours=1)  # longer than a state lives (10 min + clock skew)
@@ -78,12 +76,8 @@ class OAuthSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> OAuthSettings:
-        client_id = (environ.get(CLIENT_ID_ENV) or "").strip()
-        client_secret = (environ.get(CLIENT_SECRET_ENV) or "").strip()
-        template = (environ.get(GORGIAS_URL_ENV) or "").strip() or DEFAULT_BASE_URL_TEMPLATE
-        app = OAuthApp(client_id, client_secret, template) if client_id and client_secret else None
         public_url = (environ.get(PUBLIC_URL_ENV) or "").strip().rstrip("/") or None
-        return cls(app, public_url)
+        return cls(OAuthApp.from_env(environ), public_url)
 
     def require(self) -> tuple[OAuthApp, str]:
         """The app and public URL, or a 503 naming what is missing."""

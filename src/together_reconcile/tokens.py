@@ -16,9 +16,9 @@ No token appears in any message, `repr` or log line.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import httpx
@@ -32,6 +32,7 @@ from together_reconcile.plan import (
 from together_reconcile.store import Credential, Store
 
 DEFAULT_BASE_URL_TEMPLATE = "https://{account}.gorgias.com"
+BASE_URL_ENV = "TOGETHER_GORGIAS_URL"
 CLIENT_ID_ENV = "TOGETHER_GORGIAS_CLIENT_ID"
 CLIENT_SECRET_ENV = "TOGETHER_GORGIAS_CLIENT_SECRET"  # noqa: S105 - a variable name
 REFRESH_MARGIN = timedelta(minutes=5)
@@ -46,6 +47,17 @@ class OAuthApp:
     client_id: str
     client_secret: str = field(repr=False)
     base_url_template: str = DEFAULT_BASE_URL_TEMPLATE
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> OAuthApp | None:
+        """Our app from `TOGETHER_GORGIAS_CLIENT_ID` / `_CLIENT_SECRET` / `TOGETHER_GORGIAS_URL`;
+        None unless both client values are set."""
+        client_id = (environ.get(CLIENT_ID_ENV) or "").strip()
+        client_secret = (environ.get(CLIENT_SECRET_ENV) or "").strip()
+        template = (environ.get(BASE_URL_ENV) or "").strip() or DEFAULT_BASE_URL_TEMPLATE
+        if not client_id or not client_secret:
+            return None
+        return cls(client_id, client_secret, template)
 
     def base_url(self, subdomain: str) -> str:
         return self.base_url_template.replace("{account}", subdomain).rstrip("/")
@@ -301,3 +313,46 @@ def _refresh_locked(
         )
         lock.save(refreshed)
         return refreshed
+
+
+class GorgiasTokenRefresher:
+    """What the reconciler calls before using an account's token, and after a 401.
+
+    `from_env` reads `TOGETHER_GORGIAS_CLIENT_ID` / `_CLIENT_SECRET` / `TOGETHER_GORGIAS_URL`;
+    without the client credentials nothing is refreshed (stored tokens are used as they are).
+    Thread-safe: the store serialises refreshes of one account, httpx clients are thread-safe.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        app: OAuthApp | None,
+        *,
+        http: httpx.Client | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._app = app
+        self._http = http or token_http_client()
+        self._now = now
+
+    @classmethod
+    def from_env(cls, store: Store, environ: Mapping[str, str]) -> GorgiasTokenRefresher:
+        return cls(store, OAuthApp.from_env(environ))
+
+    def fresh(self, domain: str) -> Credential | TokenBlocked:
+        """The account's credential, refreshed if it expires within 5 minutes."""
+        return ensure_fresh_gorgias_token(
+            self._store, domain, app=self._app, now=self._now(), http=self._http
+        )
+
+    def after_rejection(self, domain: str, rejected_access_token: str) -> Credential | TokenBlocked:
+        """Gorgias answered 401 to `rejected_access_token`: the credential to retry with once."""
+        return refresh_after_rejection(
+            self._store,
+            domain,
+            rejected_access_token,
+            app=self._app,
+            now=self._now(),
+            http=self._http,
+        )
