@@ -160,9 +160,18 @@ def test_it_validates_then_connects_the_merchants(demo: DemoRun) -> None:
     step = lines_after(demo.output, "1. Validate the account files")
     assert "$ together-reconcile validate\n3 files, 0 problems" in step
     step = lines_after(demo.output, "2. Connect the merchants")
-    assert "imported 6 credentials" in step
-    for domain in ("acme.gorgias.com", "globex.gorgias.com", "globex-shop.myshopify.com"):
-        assert re.search(rf"^\w+\s+{re.escape(domain)}\s+-\s+ok$", step, re.M), step
+    for account in ("acme", "globex", "initech"):
+        assert (
+            f"   {account}.gorgias.com: install 302 → Gorgias authorize 302 → callback 200: "
+            "Gorgias account connected\n"
+        ) in step
+    assert "$ together-reconcile credentials import - < (tokens as JSON lines)" in step
+    assert "imported 3 credentials" in step
+    # The OAuth tokens expire (and get refreshed); the Shopify tokens do not.
+    for domain in ("acme.gorgias.com", "globex.gorgias.com", "initech.gorgias.com"):
+        assert re.search(rf"^gorgias\s+{re.escape(domain)}\s+\d{{4}}-\S+Z\s+ok$", step, re.M)
+    for domain in ("acme.myshopify.com", "globex-shop.myshopify.com", "initech.myshopify.com"):
+        assert re.search(rf"^shopify\s+{re.escape(domain)}\s+-\s+ok$", step, re.M), step
 
 
 def test_the_first_plan_creates_three_accounts(demo: DemoRun) -> None:
@@ -220,6 +229,8 @@ def test_no_secret_in_the_output(demo: DemoRun, user_env: dict[str, str]) -> Non
     assert user_env["TOGETHER_SECRET_KEYS"] not in demo.output
     assert "sandbox-gorgias-" not in demo.output  # the seeded sandbox tokens
     assert "sandbox-shopify-" not in demo.output
+    assert "sandbox-client-secret" not in demo.output  # the sandbox's OAuth app
+    assert "code=" not in demo.output and "state=" not in demo.output  # OAuth redirects
     assert "jane@example.com" not in demo.output  # a customer's email
     assert SECRET_LIKE.findall(demo.output) == []
 

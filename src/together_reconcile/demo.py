@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -30,25 +31,30 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import click
+import httpx
 
 from together_reconcile import handler as handler_module
 from together_reconcile.desired import is_ours
+from together_reconcile.oauth import INSTALL_PATH as OAUTH_INSTALL_PATH
 from together_reconcile.sandbox import RunningSandbox, start_sandbox
 from together_reconcile.sandbox.demo import (
     DEMO_GORGIAS_ACCOUNTS,
     DEMO_SHOPIFY_STORES,
-    gorgias_token,
     seed_demo,
     shopify_token,
 )
 from together_reconcile.secrets import ENV_VAR as SECRET_KEYS_ENV
 from together_reconcile.secrets import generate_key
+from together_reconcile.tokens import CLIENT_ID_ENV, CLIENT_SECRET_ENV
 
 PROGRAM = "together-reconcile"
 EXAMPLE_ACCOUNTS = ("acme", "globex", "initech")
 TICKET_ACCOUNT = "acme"  # the account a ticket is created in
 DISABLED_ACCOUNT = "initech"  # the account switched off at the end
 CUSTOMER_EMAIL = "jane@example.com"  # a seeded sandbox customer (see sandbox/demo.py)
+# The sandbox's OAuth app: opens nothing but the sandbox (kept out of the output all the same).
+DEMO_CLIENT_ID = "together-demo"
+DEMO_CLIENT_SECRET = "sandbox-client-secret"  # noqa: S105 - a sandbox-only placeholder
 FOREIGN_INTEGRATION = {
     "name": "Initech survey",
     "type": "http",
@@ -194,7 +200,12 @@ class Demo:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**self.shown_env, SECRET_KEYS_ENV: self.secret_keys}
+        return {
+            **self.shown_env,
+            SECRET_KEYS_ENV: self.secret_keys,
+            CLIENT_ID_ENV: DEMO_CLIENT_ID,
+            CLIENT_SECRET_ENV: DEMO_CLIENT_SECRET,
+        }
 
     # -- narration helpers
 
@@ -212,7 +223,7 @@ class Demo:
 
         shown = shlex.join([PROGRAM, *args])
         if stdin is not None:
-            shown += " < (sandbox tokens as JSON lines)"
+            shown += " < (tokens as JSON lines)"
         self.echo(click.style(f"$ {shown}", fg="cyan"))
         sys.stdout.flush()
         with patched_environ(self.env), stdin_text(stdin):
@@ -239,6 +250,7 @@ class Demo:
         for name in EXAMPLE_ACCOUNTS:
             shutil.copyfile(source / f"{name}.yaml", self.accounts_dir / f"{name}.yaml")
         seed_demo(self.sandbox.control)
+        self.sandbox.control.set_oauth_client(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
         self.sandbox.control.insert_integration(DISABLED_ACCOUNT, FOREIGN_INTEGRATION)
 
         self.echo(click.style("together-reconcile demo", bold=True))
@@ -281,19 +293,39 @@ class Demo:
         self.heading(
             2,
             "Connect the merchants",
-            "In production each merchant clicks Connect on the Together app in Gorgias (OAuth)",
-            "and the callback stores the tokens. Here the sandbox tokens go in directly,",
-            "encrypted at rest under the secret key; the list shows no secret.",
+            "Each merchant clicks Connect on the Together app in Gorgias: the browser goes to",
+            "the handler's install page, on to Gorgias to approve, and back to the callback,",
+            "which stores the Gorgias tokens, encrypted under the secret key (OAuth):",
+            f"  {self.handler.url}{OAUTH_INSTALL_PATH}?account=SUBDOMAIN",
         )
+        for account in DEMO_GORGIAS_ACCOUNTS:
+            self.echo(f"   {account}.gorgias.com: {self._connect(account)}")
+        self.echo(
+            "   Shopify: support stores each store's Admin API token (JSON on stdin, never in"
+        )
+        self.echo("   the command line); the list shows what is stored, never a secret.")
         lines = [
-            {"kind": "gorgias", "domain": f"{a}.gorgias.com", "access_token": gorgias_token(a)}
-            for a in DEMO_GORGIAS_ACCOUNTS
-        ] + [
             {"kind": "shopify", "domain": f"{s}.myshopify.com", "access_token": shopify_token(s)}
             for s in DEMO_SHOPIFY_STORES
         ]
         self.run("credentials", "import", "-", stdin="".join(json.dumps(x) + "\n" for x in lines))
         self.run("credentials", "list")
+
+    def _connect(self, account: str) -> str:
+        """Act as the merchant's browser: install → Gorgias authorize → callback."""
+        url = f"{self.handler.url}{OAUTH_INSTALL_PATH}?account={account}"
+        shown = []
+        with httpx.Client(timeout=10) as browser:
+            for step in ("install", "Gorgias authorize", "callback"):
+                answer = browser.get(url)
+                shown.append(f"{step} {answer.status_code}")
+                if step != "callback" and answer.status_code != 302:
+                    raise DemoFailed(f"connecting {account}: {' → '.join(shown)}, not a redirect")
+                url = answer.headers.get("location", "")
+        if answer.status_code != 200:
+            raise DemoFailed(f"connecting {account}.gorgias.com failed: {' → '.join(shown)}")
+        title = re.search(r"<title>([^<·]*)", answer.text)
+        return " → ".join(shown) + (f": {title.group(1).strip()}" if title else "")
 
     def first_plan(self) -> None:
         self.heading(
