@@ -25,6 +25,15 @@ Gorgias stand-in
     bucket per account and auth kind (Bearer 80/20 s, Basic 40/20 s), 429 with `Retry-After`
     (whole seconds); every authenticated answer has `X-Gorgias-Account-Api-Call-Limit: used/limit`.
 
+    OAuth (see `oauth.py`): `GET /gorgias/{account}/oauth/authorize` auto-approves (302 to
+    `redirect_uri` with `code` and the same `state`; checks `response_type=code`, the registered
+    `client_id`, an http(s) `redirect_uri`; else a 400 page). `POST .../oauth/token`
+    (form-encoded; client auth by Basic or body) serves `authorization_code` (a code works
+    once, 10 min, same `redirect_uri`) and `refresh_token` (rotates: the old refresh token is
+    spent); refresh tokens only with the `offline` scope. Errors: 400 `{"error":
+    "invalid_grant"}`, 401 `invalid_client`. Issued access tokens expire after the token
+    lifetime (default 24 h); the API answers 401 to an expired one.
+
 Shopify stand-in
     `POST /shopify/{store}/admin/api/{YYYY-MM}/graphql.json` with `X-Shopify-Access-Token`.
     Serves `orders(first, after, query, sortKey, reverse)` (literal or `$variable` arguments)
@@ -70,6 +79,12 @@ Control API: `POST /_control/{call}` with a JSON object of keyword arguments; an
         on the customer (by email) under str(integration_id). `ticket.account.domain`
         defaults to "{account}.gorgias.com". A connection error gives status 0.
     customer_data(account, email) -> {"<integration_id>": answer, ...}
+    set_oauth_client(client_id, client_secret)       register our OAuth app
+    set_token_lifetime(seconds)                      for access tokens issued from now on
+    expire_tokens(account) -> n                      every bearer token of the account expires
+    revoke_refresh_tokens(account) -> n              every refresh token is refused from now on
+    oauth_status(account) -> {"refresh_grants", "active_refresh_tokens", "latest_refresh_token"}
+    (a token-endpoint fault: add_fault(path_contains="/oauth/token", ...))
 
 `seed_demo(controller)` (in `demo.py`) seeds the demo accounts, stores and orders.
 """
