@@ -424,14 +424,15 @@ def test_sigkill_between_integration_and_widget_then_adopt(world: World) -> None
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not world.ours("acme"):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not world.ours("acme") and process.poll() is None:
         time.sleep(0.05)
+    assert process.poll() is None, "apply ended before it could be killed"
     time.sleep(0.5)  # the widget POST is on its way, held 30 s by the slow fault
     process.send_signal(signal.SIGKILL)
     output, _ = process.communicate(timeout=10)
     world._keep(output.decode())
-    assert len(world.ours("acme")) == 1
+    assert len(world.ours("acme")) == 1, "killed before the integration was created"
     assert world.sandbox.control.widgets("acme") == []
     world.sandbox.control.clear_faults()
     again = world.run("apply", "--yes")
@@ -521,3 +522,19 @@ def test_unreachable_state_database_is_a_clear_error(world: World) -> None:
     assert run.exit_code == 1
     assert "Error:" in run.output
     assert "Traceback" not in run.output
+
+
+def test_half_applied_account_whose_file_is_removed_is_still_cleaned_up(world: World) -> None:
+    world.write_account("acme")
+    world.connect("acme")
+    world.sandbox.control.add_fault(
+        kind="status", status=400, method="POST", path_contains="/widgets"
+    )
+    failed = world.cli("apply", "--yes")
+    assert failed.exit_code == 1
+    assert len(world.ours("acme")) == 1  # the integration was made, the widget was refused
+    (world.accounts_dir / "acme.yaml").unlink()
+    plan = world.cli("plan", "--json")
+    assert actions(plan) == {"acme.gorgias.com": "delete"}
+    assert world.cli("apply", "--yes").exit_code == 0
+    assert world.ours("acme") == []

@@ -264,6 +264,12 @@ class Applier:
         auth = self._reconciler.auth.auth_for(domain)
         if isinstance(auth, Blocked):
             raise ApplyStepError(f"cannot call Gorgias: {auth.reason}")
+        if run.plan.wanted and domain not in self._managed:
+            # Known before the first create: if the run dies half-way and the file is removed
+            # later, the next plan still covers the account and removes what was made.
+            self._store.record_managed(
+                ManagedAccount(domain, None, None, "", self._clock(), self._commit)
+            )
         with self._reconciler.client(domain, auth) as client:
             for resource in run.plan.resources:
                 if resource.action == "in_sync":
