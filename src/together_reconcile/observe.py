@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from together_reconcile.plan import (
 )
 from together_reconcile.secrets import Keyring
 from together_reconcile.store import Credential, Store
+from together_reconcile.tokens import GorgiasTokenRefresher, TokenBlocked, needs_refresh
 
 GorgiasAuth = BearerAuth | BasicAuth
 ClientFactory = Callable[[str, GorgiasAuth], GorgiasClient]
@@ -76,27 +78,61 @@ class GorgiasAuthProvider:
     use, and `rejected` is where a 401 can trigger one refresh and a retry.
     """
 
-    def __init__(self, credentials: Mapping[str, Credential]) -> None:
+    def __init__(
+        self,
+        credentials: Mapping[str, Credential],
+        refresher: GorgiasTokenRefresher | None = None,
+    ) -> None:
         self._credentials = {domain.lower(): cred for domain, cred in credentials.items()}
+        self._refresher = refresher
+        self._checked: set[str] = set()  # refreshed (if it had to be) during this run
 
     @classmethod
-    def from_store(cls, store: Store, domains: Iterable[str]) -> GorgiasAuthProvider:
+    def from_store(
+        cls,
+        store: Store,
+        domains: Iterable[str],
+        refresher: GorgiasTokenRefresher | None = None,
+    ) -> GorgiasAuthProvider:
         """Read every account's Gorgias credentials in one query."""
-        return cls(store.get_credentials("gorgias", list(domains)))
+        return cls(store.get_credentials("gorgias", list(domains)), refresher)
+
+    def _refreshed(self, domain: str, fresh: Credential | TokenBlocked) -> GorgiasAuth | Blocked:
+        if isinstance(fresh, TokenBlocked):
+            return Blocked(fresh.reason, fresh.message)
+        self._checked.add(domain.lower())
+        self._credentials[domain.lower()] = fresh
+        return _auth(fresh)
 
     def auth_for(self, domain: str) -> GorgiasAuth | Blocked:
         credential = self._credentials.get(domain.lower())
-        if credential is None:
-            return Blocked(NOT_CONNECTED)
-        if credential.status == "reconnect_needed":
-            return Blocked(RECONNECT_NEEDED)
-        if credential.username:
-            return BasicAuth(credential.username, credential.access_token)
-        return BearerAuth(credential.access_token)
+        if (
+            self._refresher
+            and credential
+            and domain.lower() not in self._checked
+            and needs_refresh(credential, datetime.now(UTC))
+        ):
+            return self._refreshed(domain, self._refresher.fresh(domain))
+        return _auth(credential)
 
     def rejected(self, domain: str) -> GorgiasAuth | Blocked:
         """Gorgias answered 401 to `auth_for`'s auth: a new auth to retry with, or why not."""
-        return Blocked(CREDENTIALS_REJECTED)
+        credential = self._credentials.get(domain.lower())
+        if self._refresher is None or credential is None:
+            return Blocked(CREDENTIALS_REJECTED)
+        return self._refreshed(
+            domain, self._refresher.after_rejection(domain, credential.access_token)
+        )
+
+
+def _auth(credential: Credential | None) -> GorgiasAuth | Blocked:
+    if credential is None:
+        return Blocked(NOT_CONNECTED)
+    if credential.status == "reconnect_needed":
+        return Blocked(RECONNECT_NEEDED)
+    if credential.username:
+        return BasicAuth(credential.username, credential.access_token)
+    return BearerAuth(credential.access_token)
 
 
 class _SharedTransport(httpx.BaseTransport):
@@ -291,7 +327,8 @@ def open_session(
         managed = store.list_managed()
         desired = DesiredState(accounts, public_url, keyring, env.get("GITHUB_SHA") or None)
         domains = set(accounts) | set(managed)
-        auth = GorgiasAuthProvider.from_store(store, domains)
+        refresher = GorgiasTokenRefresher.from_env(store, env)
+        auth = GorgiasAuthProvider.from_store(store, domains, refresher)
     except BaseException:
         store.close()
         raise
