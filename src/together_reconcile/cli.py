@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -28,7 +29,29 @@ class Options:
     state_url: str
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+EXIT_USAGE = 1  # SPEC: 1 = error. Click's own 2 would read as "changes" under --detailed-exitcode.
+
+
+class TogetherGroup(click.Group):
+    """The root group: a usage error (unknown flag, missing argument) exits 1, not click's 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except click.UsageError as error:
+            error.show()
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=TogetherGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--accounts-dir",
     type=click.Path(file_okay=False, path_type=Path),

@@ -1,0 +1,39 @@
+"""The root command: exit codes that scripts and workflows rely on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from together_reconcile.cli import main
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--no-such-flag"], ["plan", "--no-such-flag"], ["apply", "--max-deletes", "many"], ["nope"]],
+)
+def test_usage_error_exits_1_not_2(args: list[str]) -> None:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert "Usage:" in result.output
+
+
+def test_help_and_version_exit_0() -> None:
+    assert CliRunner().invoke(main, ["--help"]).exit_code == 0
+    version = CliRunner().invoke(main, ["--version"])
+    assert version.exit_code == 0
+    assert "0.1.0" in version.output
+
+
+def test_python_dash_m_runs_the_same_cli() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "together_reconcile", "plan", "--no-such-flag"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "No such option" in done.stderr
