@@ -1,8 +1,8 @@
-"""`together-reconcile sandbox`: serve until Ctrl-C or SIGTERM, seeded with demo data."""
+"""`together-reconcile sandbox`: serve until Ctrl-C or SIGTERM, seeded with demo data and an
+optional --seed file (YAML or JSON)."""
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 from collections.abc import Callable
@@ -10,7 +10,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from together_reconcile.sandbox.control import SandboxController
+import yaml
+
+from together_reconcile.sandbox.control import SandboxControlError, SandboxController
 from together_reconcile.sandbox.demo import seed_demo
 from together_reconcile.sandbox.server import RunningSandbox, start_sandbox
 
@@ -20,37 +22,50 @@ class SeedFileError(ValueError):
 
 
 def load_seed(path: Path, controller: SandboxController) -> dict[str, Any]:
-    """Apply a JSON seed file::
+    """Apply a seed file, YAML or JSON (JSON is YAML)::
 
-    {"gorgias_accounts": [{"account", "token", "api_email"?, "api_key"?}],
+    {"gorgias_accounts": [{"account", "token", "api_email"?, "api_key"?,
+                           "integrations"?: [{...}], "widgets"?: [{...}]}],
      "shopify_stores": [{"store", "token", "orders"?: [...]}]}
+
+    `integrations` and `widgets` are stored as they are (foreign objects, like a support
+    case's account holds), so a user can reproduce a case locally.
     """
     try:
-        seed = json.loads(path.read_text(encoding="utf-8"))
+        seed = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise SeedFileError(f"cannot read seed file {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise SeedFileError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        reason = getattr(exc, "problem", None) or "syntax error"
+        raise SeedFileError(f"{where}: not valid YAML or JSON: {reason}") from None
     if not isinstance(seed, dict):
-        raise SeedFileError(f"{path}: the seed must be a JSON object")
+        raise SeedFileError(f"{path}: the seed must be a mapping (a JSON object)")
     seeded: dict[str, Any] = {"gorgias_accounts": {}, "shopify_stores": {}}
     try:
-        for entry in seed.get("gorgias_accounts", []):
+        for entry in seed.get("gorgias_accounts") or []:
             controller.add_gorgias_account(
                 entry["account"],
                 entry["token"],
                 api_email=entry.get("api_email"),
                 api_key=entry.get("api_key"),
             )
+            for integration in entry.get("integrations") or []:
+                controller.insert_integration(entry["account"], integration)
+            for widget in entry.get("widgets") or []:
+                controller.insert_widget(entry["account"], widget)
             seeded["gorgias_accounts"][entry["account"]] = entry["token"]
-        for entry in seed.get("shopify_stores", []):
+        for entry in seed.get("shopify_stores") or []:
             controller.add_shopify_store(entry["store"], entry["token"])
-            controller.add_orders(entry["store"], entry.get("orders", []))
+            controller.add_orders(entry["store"], entry.get("orders") or [])
             seeded["shopify_stores"][entry["store"]] = entry["token"]
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise SeedFileError(
             f"{path}: each entry needs 'account'/'store' and 'token' ({exc})"
         ) from None
+    except SandboxControlError as exc:
+        raise SeedFileError(f"{path}: {exc}") from None
     return seeded
 
 
