@@ -297,7 +297,7 @@ def keygen() -> None:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
     envvar="TOGETHER_SANDBOX_SEED",
-    help="JSON file of extra accounts, stores and orders to seed.",
+    help="YAML or JSON file of extra accounts, tokens, orders and foreign objects to seed.",
 )
 @click.option(
     "--demo/--no-demo",
