@@ -189,7 +189,8 @@ def test_apply_creates_them_and_the_next_plan_is_in_sync(demo: DemoRun) -> None:
     assert "Apply: 3 changed, 0 in sync, 0 failed, 0 not connected (3 accounts)." in step
     step = lines_after(demo.output, "5. Plan again")
     assert "$ together-reconcile plan --detailed-exitcode" in step
-    assert "= 3 account(s) in sync" in step
+    for account in ("acme", "globex", "initech"):
+        assert f"= {account}.gorgias.com: in_sync" in step
     assert "Plan: 0 to create, 0 to update, 0 to delete, 3 in sync" in step
     assert "exit status" not in step  # 0: no changes
 

@@ -92,14 +92,13 @@ def _diff_line(diff: FieldDiff, creating: bool) -> str:
 
 def _resource_title(resource: ResourcePlan) -> str:
     ident = "(new)" if resource.id is None else str(resource.id)
-    label = resource.action.replace("_", " ")
-    return f"{resource.kind} {ident}: {label}"
+    return f"{resource.kind} {ident}: {resource.action}"
 
 
 def _account_lines(account: AccountPlan) -> list[tuple[str, str]]:
     """(symbol, line) pairs; the symbol picks the colour."""
     symbol = _SYMBOLS[account.action]
-    head = f"{account.gorgias_account}: {account.action.replace('_', ' ')}"
+    head = f"{account.gorgias_account}: {account.action}"  # SPEC vocabulary, verbatim
     if account.reason is not None:
         head += f" ({account.reason}: {account.message})"
     lines = [(symbol, f"{symbol} {head}")]
@@ -125,20 +124,19 @@ def summary_line(plan: Plan) -> str:
 
 
 def render_text(plan: Plan, *, colour: bool = False, show_in_sync: bool = False) -> str:
-    """Terraform-like text. In-sync accounts are listed on one line each (or hidden)."""
+    """Terraform-like text, one entry per account with its action spelled as in the SPEC
+    (`create`, `update`, `delete`, `in_sync`, `blocked`). An in-sync account is one line
+    (`= acme.gorgias.com: in_sync`) unless `show_in_sync` asks for its resources too."""
 
     def paint(symbol: str, line: str) -> str:
         return f"\x1b[{_COLOURS[symbol]}m{line}\x1b[0m" if colour else line
 
     out: list[str] = []
-    in_sync = 0
     for account in plan.accounts:
+        lines = _account_lines(account)
         if account.action == "in_sync" and not account.notes and not show_in_sync:
-            in_sync += 1
-            continue
-        out.extend(paint(symbol, line) for symbol, line in _account_lines(account))
-    if in_sync:
-        out.append(paint("=", f"= {in_sync} account(s) in sync"))
+            lines = lines[:1]
+        out.extend(paint(symbol, line) for symbol, line in lines)
     out.append(summary_line(plan))
     return "\n".join(out) + "\n"
 
@@ -169,14 +167,14 @@ def render_markdown(plan: Plan, *, title: str = "together-reconcile plan") -> st
     out += ["| account | action | details |", "|---|---|---|"]
     for account in shown:
         details = account.reason or ", ".join(
-            f"{r.kind} {r.action.replace('_', ' ')}"
+            f"{r.kind} {r.action}"
             for r in account.resources
             if r.action != "in_sync"
         )
         if account.notes:
             details = (details + "; " if details else "") + f"{len(account.notes)} note(s)"
         out.append(
-            f"| `{account.gorgias_account}` | {account.action.replace('_', ' ')} "
+            f"| `{account.gorgias_account}` | {account.action} "
             f"| {_md_cell(details)} |"
         )
     out.append("")

@@ -24,10 +24,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.serve_helpers import ServedHandler, run_serve
 from together_reconcile.desired import OWNERSHIP_MARKER
 from together_reconcile.sandbox import SandboxController
 from together_reconcile.secrets import Keyring, generate_key
-from tests.serve_helpers import ServedHandler, run_serve
 
 CLI = Path(sys.executable).with_name("together-reconcile")
 PUBLIC_URL = "https://together.example.com"
@@ -360,3 +360,61 @@ def served(
         handler = start_serve(stack, world, root, env)
         yield Served(handler, world, roles)
         keep_output(handler.stderr())
+
+
+# -- one planned scenario shared by the plan/integration/no-secret modules ---------------------
+
+STOLEN_HEADER = "stolen-header-value-" + "e1" * 12
+
+
+@dataclass
+class Scenario:
+    """Accounts in every state a plan can show, observed by one `plan --json` run."""
+
+    world: World
+    subs: dict[str, str]  # role → subdomain
+    plan: Result
+    applied: Result
+    ids: dict[str, int]  # role → integration id before the drift
+
+    def domain(self, role: str) -> str:
+        return f"{self.subs[role]}.gorgias.com"
+
+    def account(self, role: str) -> dict[str, Any]:
+        return by_account(self.plan.json())[self.domain(role)]
+
+
+@pytest.fixture(scope="session")
+def scenario(sandbox_process: SandboxProcess, tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    world = World(sandbox_process, tmp_path_factory.mktemp("scenario"))
+    roles = ("new", "sync", "drift", "react", "gone", "nc")
+    subs = {role: unique(f"p{role}") for role in roles}
+    control = sandbox_process.control
+    for role in ("sync", "drift", "react", "gone"):
+        world.write_account(subs[role])
+    world.connect(subs["sync"], subs["drift"], subs["react"], subs["gone"], subs["new"])
+    applied = world.cli("apply", "--yes")
+    assert applied.code == 0, applied.output
+    ids = {role: world.ours(subs[role])[0]["id"] for role in ("sync", "drift", "react", "gone")}
+    world.write_account(subs["new"])
+    world.write_account(subs["nc"])
+    world.write_account(subs["gone"], "enabled: false\n")
+    remember_secret(STOLEN_HEADER)
+    control.edit_integration(
+        subs["drift"],
+        ids["drift"],
+        {
+            "http": {
+                "url": "https://elsewhere.example.com/hook",
+                "headers": {"X-Together-Token": STOLEN_HEADER},
+                "triggers": {"ticket-message-created": True, "ticket-deleted": False},
+            }
+        },
+    )
+    control.edit_integration(
+        subs["react"], ids["react"], {"deactivated_datetime": "2026-03-01T00:00:00"}
+    )
+    (widget,) = control.widgets(subs["react"])
+    control.remove_widget(subs["react"], widget["id"])
+    plan = world.cli("plan", "--json", "--detailed-exitcode")
+    return Scenario(world, subs, plan, applied, ids)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from together_reconcile.secrets import generate_key
 from tests.contract.conftest import REPO, World, remember_secret, run_cli
+from together_reconcile.secrets import generate_key
 
 
 def creds_env(tmp_path: Path, keys: str) -> dict[str, str]:

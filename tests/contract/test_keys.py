@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from together_reconcile.secrets import generate_key
 from tests.contract.conftest import World, remember_secret, run_cli
+from together_reconcile.secrets import generate_key
 
 MALFORMED = "this-is-not-a-fernet-key-but-a-damaged-one"
 

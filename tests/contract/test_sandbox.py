@@ -9,15 +9,14 @@ from pathlib import Path
 
 import httpx
 
-from together_reconcile.secrets import Keyring, generate_key
 from tests.contract.conftest import (
     SandboxProcess,
-    World,
     keep_output,
     start_sandbox_process,
     stop_process,
     unique,
 )
+from together_reconcile.secrets import Keyring, generate_key
 
 
 def test_sandbox_start_up_prints_base_url_and_url_templates(
@@ -152,7 +151,7 @@ def test_sandbox_seed_file_in_yaml_with_foreign_objects(tmp_path: Path) -> None:
 def test_sandbox_bad_seed_file_exits_1(tmp_path: Path) -> None:
     path = tmp_path / "seed.json"
     path.write_text("{not json")
-    process, banner = start_sandbox_process("--seed", str(path))
+    process, _banner = start_sandbox_process("--seed", str(path))
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=15)
     assert process.returncode == 1

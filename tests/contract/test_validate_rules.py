@@ -13,14 +13,16 @@ GOOD = "shopify_store: {s}.myshopify.com\ngorgias_account: {s}.gorgias.com\n"
 FILES = {
     "stem.yaml": "shopify_store: stem.myshopify.com\ngorgias_account: other.gorgias.com\n",
     "dupa.yaml": "shopify_store: shared.myshopify.com\ngorgias_account: dupa.gorgias.com\n",
-    "dupb.yaml": "gorgias_account: dupb.gorgias.com\nnotes: x\nshopify_store: shared.myshopify.com\n",
+    "dupb.yaml": "gorgias_account: dupb.gorgias.com\nnotes: x\n"
+    "shopify_store: shared.myshopify.com\n",
     "empty.yaml": "",
     "missing.yaml": "# a comment\n\ngorgias_account: missing.gorgias.com\n",
     "dupkey.yaml": GOOD.format(s="dupkey") + "lookback_days: 5\nlookback_days: 6\n",
     "multi.yaml": GOOD.format(s="multi") + "---\nnotes: second\n",
     "anchor.yaml": "shopify_store: &s anchor.myshopify.com\ngorgias_account: anchor.gorgias.com\n"
     "notes: *s\n",
-    "tagged.yaml": "shopify_store: !!str tagged.myshopify.com\ngorgias_account: tagged.gorgias.com\n",
+    "tagged.yaml": "shopify_store: !!str tagged.myshopify.com\n"
+    "gorgias_account: tagged.gorgias.com\n",
     "good.yaml": GOOD.format(s="good"),
 }
 
