@@ -1,7 +1,9 @@
-"""The sandbox's WSGI app (routing, latency, faults, request log) and its threaded server."""
+"""The sandbox's WSGI app (routing, latency, faults, request log) and its threaded HTTP/1.1
+keep-alive server."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import socketserver
 import struct
@@ -12,7 +14,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
-from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from together_reconcile.sandbox import control, gorgias, shopify
 from together_reconcile.sandbox.control import SandboxController
@@ -56,13 +58,15 @@ class SandboxApp:
         self.state = state
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        request = Request.from_environ(environ)
-        if request.too_large:
-            response = json_response(413, {"error": {"msg": "Payload too large."}})
-        else:
-            response = self.dispatch(request)
+        response = self.answer(Request.from_environ(environ))
         start_response(response.wsgi_status(), response.wsgi_headers())
         return [response.body]
+
+    def answer(self, request: Request) -> Response:
+        """The answer to one request; raises `DropConnection` for an injected "drop" fault."""
+        if request.too_large:
+            return json_response(413, {"error": {"msg": "Payload too large."}})
+        return self.dispatch(request)
 
     def dispatch(self, request: Request) -> Response:
         parts = request.path.split("/", 3)  # "", first, second, rest
@@ -111,41 +115,76 @@ class SandboxApp:
             return json_response(500, {"error": {"msg": f"Sandbox bug: {type(exc).__name__}"}})
 
 
-class _SandboxServerHandler(ServerHandler):
-    dropped = False
-
-    def handle_error(self) -> None:
-        if isinstance(sys.exc_info()[1], DropConnection):
-            self.dropped = True
-            return
-        super().handle_error()
+IDLE_TIMEOUT_S = 30.0  # longer than clients keep idle connections (httpx: 5 s), so no race
 
 
-class _QuietRequestHandler(WSGIRequestHandler):
-    """Serves one request per connection, never logs, and can drop the connection."""
+class _KeepAliveRequestHandler(WSGIRequestHandler):
+    """HTTP/1.1 with keep-alive: many requests per connection, each answered with an exact
+    Content-Length; never logs; a "drop" fault resets the connection without any answer."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = IDLE_TIMEOUT_S
+    server: _ThreadingWSGIServer
 
     def log_message(self, format: str, *args: Any) -> None:
         return
 
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.untrack(self.connection)
+
     def handle(self) -> None:
-        self.raw_requestline = self.rfile.readline(65537)
-        if len(self.raw_requestline) > 65536:
-            self.send_error(414)
-            return
-        if not self.parse_request():
-            return
-        handler = _SandboxServerHandler(
-            self.rfile,
-            self.wfile,  # type: ignore[arg-type]
-            sys.stderr,
-            self.get_environ(),
-            multithread=True,
-        )
-        handler.request_handler = self  # type: ignore[attr-defined]
-        handler.run(self.server.get_app())  # type: ignore[attr-defined]
-        if handler.dropped:
+        self.close_connection = True
+        self.handle_one_request()
+        while not self.close_connection and not self.server.stopping:
+            self.handle_one_request()
+
+    def handle_one_request(self) -> None:
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+            if len(self.raw_requestline) > 65536:
+                self.requestline = self.request_version = self.command = ""
+                self.send_error(414)
+                return
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if not self.parse_request():
+                return  # the error answer is sent (with Connection: close)
+            self._answer()
+        except (TimeoutError, ConnectionError):
+            self.close_connection = True
+
+    def _answer(self) -> None:
+        environ = self.get_environ()
+        environ["wsgi.input"] = self.rfile
+        request = Request.from_environ(environ)
+        if request.too_large or "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            # The body was not read: what follows on the socket is not a next request.
+            self.close_connection = True
+        app: SandboxApp = self.server.get_app()  # type: ignore[assignment]
+        try:
+            response = app.answer(request)
+        except DropConnection:
             # Reset instead of a clean close: the client gets no answer at all.
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            return
+        self.wfile.write(self._head(response) + response.body)
+
+    def _head(self, response: Response) -> bytes:
+        lines = [f"HTTP/1.1 {response.wsgi_status()}"]
+        lines.extend(f"{name}: {value}" for name, value in response.wsgi_headers())
+        lines.append(f"Date: {self.date_time_string()}")
+        if self.close_connection:
+            lines.append("Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
@@ -154,6 +193,12 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     request_queue_size = 512
     allow_reuse_address = True
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.stopping = False
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
     def server_bind(self) -> None:
         # Skip HTTPServer's reverse DNS lookup of the host name.
         socketserver.TCPServer.server_bind(self)
@@ -161,6 +206,23 @@ class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         self.server_name = str(host)
         self.server_port = int(port)
         self.setup_environ()
+
+    def track(self, connection: socket.socket) -> None:
+        with self._open_lock:
+            self._open.add(connection)
+
+    def untrack(self, connection: socket.socket) -> None:
+        with self._open_lock:
+            self._open.discard(connection)
+
+    def close_connections(self) -> None:
+        """Stopping: end kept-alive connections too, so clients see the sandbox is gone."""
+        self.stopping = True
+        with self._open_lock:
+            connections = list(self._open)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 class _ThreadingWSGIServer6(_ThreadingWSGIServer):
@@ -196,6 +258,7 @@ class RunningSandbox:
         self._stopped = True
         self._server.shutdown()
         self._server.server_close()
+        self._server.close_connections()
         self.control.close()
         self._thread.join(timeout=5)
 
@@ -215,6 +278,6 @@ def start_sandbox(host: str = "127.0.0.1", port: int = 0) -> RunningSandbox:
     """Serve a fresh, empty sandbox on host:port (0 = any free port) and return it."""
     state = SandboxState()
     server_class = _ThreadingWSGIServer6 if ":" in host else _ThreadingWSGIServer
-    server = server_class((host, port), _QuietRequestHandler)
+    server = server_class((host, port), _KeepAliveRequestHandler)
     server.set_app(SandboxApp(state))
     return RunningSandbox(server, state)
