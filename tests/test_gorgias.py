@@ -591,3 +591,20 @@ def test_bad_construction_arguments() -> None:
         BearerAuth("")
     with pytest.raises(ValueError, match="email and the API key"):
         BasicAuth("ops@together.test", "")
+
+
+def test_cookies_set_by_the_server_are_never_sent_back() -> None:
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("Cookie"))
+        return httpx.Response(
+            200,
+            json={"data": [], "meta": {"next_cursor": None}},
+            headers={"Set-Cookie": "session=abc; Path=/"},
+        )
+
+    with make_client(handler) as client:
+        client.list_integrations()
+        client.list_integrations()
+    assert seen == [None, None]
