@@ -101,7 +101,12 @@ def validate(options: Options, paths: tuple[Path, ...]) -> None:
 
 
 @main.command()
-@click.option("--check", is_flag=True, help="Fail if the committed schema file is stale.")
+@click.option(
+    "--check",
+    is_flag=True,
+    envvar="TOGETHER_CHECK",
+    help="Fail if the committed schema file is stale.",
+)
 @click.option(
     "--schema-file",
     type=click.Path(dir_okay=False, path_type=Path),
