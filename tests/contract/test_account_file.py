@@ -85,6 +85,8 @@ def test_account_file_optional_keys_are_accepted(tmp_path: Path) -> None:
             "widget:\n  context: customer\n  order: 3\n  title: Final sale\n",
         )
     )
+    hexstore = "0123456789abcdef0123456789abcdef.myshopify.com"  # domains are exempt
+    (folder / "hexy.yaml").write_text(account("hexy", store=hexstore))
     (folder / "beta.yaml").write_text(
         account("beta", "lookback_days: 60\nwidget:\n  context: ticket\n")
     )

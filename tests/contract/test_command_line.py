@@ -106,8 +106,7 @@ def test_credentials_put_bad_input_exits_1_and_stores_nothing(
     done = run_cli("credentials", "put", *args, env=env, stdin=stdin)
     assert done.code == 1
     assert words in done.output
-    listed = run_cli("credentials", "list", env=env)
-    assert listed.stdout.strip().splitlines()[1:] == []
+    assert not (tmp_path / "s.db").exists()  # the input is checked before the store opens
 
 
 def test_credentials_import_is_all_or_nothing_and_names_the_bad_line(tmp_path: Path) -> None:

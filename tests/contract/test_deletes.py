@@ -92,6 +92,6 @@ def test_deletes_max_deletes_raises_the_cap(world: World) -> None:
     for sub in subs:
         world.write_account(sub, "enabled: false\n")
     assert world.cli("apply", "--yes").code == 3
-    done = world.cli("apply", "--yes", "--max-deletes", "4")
+    done = world.cli("apply", "--yes", "--max-deletes", "4", "--concurrency", "2")
     assert done.code == 0, done.output
     assert all(world.ours(sub) == [] for sub in subs)
