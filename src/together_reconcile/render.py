@@ -167,16 +167,11 @@ def render_markdown(plan: Plan, *, title: str = "together-reconcile plan") -> st
     out += ["| account | action | details |", "|---|---|---|"]
     for account in shown:
         details = account.reason or ", ".join(
-            f"{r.kind} {r.action}"
-            for r in account.resources
-            if r.action != "in_sync"
+            f"{r.kind} {r.action}" for r in account.resources if r.action != "in_sync"
         )
         if account.notes:
             details = (details + "; " if details else "") + f"{len(account.notes)} note(s)"
-        out.append(
-            f"| `{account.gorgias_account}` | {account.action} "
-            f"| {_md_cell(details)} |"
-        )
+        out.append(f"| `{account.gorgias_account}` | {account.action} | {_md_cell(details)} |")
     out.append("")
     for account in shown:
         if account.action in ("in_sync", "blocked") and not account.notes:
