@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.contract.conftest import REPO, World, remember_secret, run_cli
+from tests.contract.conftest import REPO, World, remember_secret, run_cli, unique
 from together_reconcile.secrets import generate_key
 
 
@@ -221,3 +221,21 @@ def test_plan_needs_secret_keys_and_public_url_with_a_clear_message(world: World
     assert "keygen" in no_keys.output
     no_url = world.cli("plan", TOGETHER_PUBLIC_URL="")
     assert no_url.code == 1 and "TOGETHER_PUBLIC_URL is not set" in no_url.output
+
+
+def test_apply_exit_1_when_an_account_fails_and_the_others_still_apply(world: World) -> None:
+    failing, fine = unique("fail"), unique("fine")
+    for sub in (failing, fine):
+        world.write_account(sub)
+    world.connect(failing, fine)
+    world.sandbox.control.add_fault(
+        kind="status", status=400, method="POST", path_contains="/widgets", account=failing
+    )
+    try:
+        done = world.cli("apply", "--yes")
+    finally:
+        world.sandbox.control.clear_faults()
+    assert done.code == 1, done.output
+    assert f"{failing}.gorgias.com" in done.output.split("Failed:")[1]
+    assert len(world.ours(fine)) == 1 and len(world.sandbox.control.widgets(fine)) == 1
+    assert world.cli("apply", "--yes").code == 0  # once fixed, a rerun completes it

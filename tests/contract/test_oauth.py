@@ -143,3 +143,19 @@ def test_oauth_denial_answers_a_friendly_4xx_and_stores_nothing(served: Served) 
     assert 400 <= answer.status_code < 500
     assert "Connection cancelled" in answer.text
     assert f"{sub}.gorgias.com" not in stored_domains(served)
+
+
+@pytest.mark.parametrize("account", ["", "not a domain!", "acme.example.com"])
+def test_oauth_install_without_a_gorgias_account_answers_a_friendly_4xx(
+    served: Served, account: str
+) -> None:
+    answer = install(served, account)
+    assert 400 <= answer.status_code < 500
+    assert "location" not in answer.headers
+    assert answer.headers["content-type"].startswith("text/html")
+
+
+def test_oauth_install_takes_the_account_case_insensitively(served: Served) -> None:
+    answer = install(served, "MiXeD")
+    assert answer.status_code == 302
+    assert "/gorgias/mixed/oauth/authorize?" in answer.headers["location"]
