@@ -98,10 +98,15 @@ def test_blocked_accounts_never_change_plans_exit_status(planned: Result) -> Non
     assert planned.code == 2  # the good account is a create: changes, blocked or not
 
 
+@pytest.mark.parametrize("role", ["rejected", "reconnect"])
 def test_blocked_makes_apply_exit_1_and_the_others_still_apply(
-    module_world: World, blocked: dict[str, str], planned: Result
+    module_world: World, blocked: dict[str, str], planned: Result, role: str
 ) -> None:
-    done = module_world.cli("apply", "--yes", **oauth_env())
+    folder = module_world.root / f"with-{role}"
+    folder.mkdir()
+    for name in ("good", role):
+        shutil.copy(module_world.accounts_dir / f"{blocked[name]}.yaml", folder)
+    done = module_world.cli("apply", "--yes", TOGETHER_ACCOUNTS_DIR=str(folder), **oauth_env())
     assert done.code == 1, done.output
     assert len(module_world.ours(blocked["good"])) == 1
 
