@@ -19,7 +19,8 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
@@ -301,6 +302,7 @@ class _ShapeChecker:
         self._validator = jsonschema.Draft202012Validator(own)
         self._children = {key: _ShapeChecker(sub) for key, sub in properties.items()}
         self._memo: dict[object, list[tuple[_KeyPath, jsonschema.ValidationError]]] = {}
+        self._surely_valid = _plain_string_check(schema)
 
     def errors(self, instance: Any) -> list[tuple[_KeyPath, jsonschema.ValidationError]]:
         """Every schema error in `instance`, each with its path relative to `instance`."""
@@ -315,6 +317,8 @@ class _ShapeChecker:
         return found
 
     def _own_errors(self, instance: Any) -> list[tuple[_KeyPath, jsonschema.ValidationError]]:
+        if self._surely_valid is not None and self._surely_valid(instance):
+            return []
         memo_key: object = None
         if isinstance(instance, dict):
             memo_key = (dict, *instance)
@@ -330,6 +334,35 @@ class _ShapeChecker:
                 self._memo.clear()
             self._memo[memo_key] = found
         return found
+
+
+_ANNOTATIONS = frozenset({"title", "description", "examples", "default"})
+
+
+def _plain_string_check(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
+    """For a string-with-pattern schema (the two domains): a quick test that says only "valid".
+
+    The domains never repeat, so the memo misses and jsonschema would run for every file.
+    This test is stricter than the schema (the whole value must match the pattern, where
+    the schema searches it), so a pass is certain; anything else still goes to jsonschema,
+    which stays the authority for every value that fails, and for every message.
+    """
+    if schema.get("type") != "string" or "pattern" not in schema:
+        return None
+    if not set(schema) <= _ANNOTATIONS | {"type", "pattern", "minLength", "maxLength"}:
+        return None
+    pattern = re.compile(schema["pattern"])
+    shortest = int(schema.get("minLength", 0))
+    longest = int(schema.get("maxLength", sys.maxsize))
+
+    def surely_valid(value: Any) -> bool:
+        return (
+            type(value) is str
+            and shortest <= len(value) <= longest
+            and pattern.fullmatch(value) is not None
+        )
+
+    return surely_valid
 
 
 @cache
