@@ -13,14 +13,16 @@ import copy
 import json
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from together_reconcile.desired import is_ours
 from together_reconcile.gorgias import (
     CreateOutcomeUnknown,
+    CredentialsRejected,
     GorgiasClient,
     GorgiasError,
     NotFound,
@@ -28,10 +30,12 @@ from together_reconcile.gorgias import (
 from together_reconcile.observe import (
     DEFAULT_PLAN_CONCURRENCY,
     Blocked,
+    GorgiasAuth,
     Reconciler,
     make_plan,
 )
 from together_reconcile.plan import (
+    CREDENTIALS_REJECTED,
     NOT_CONNECTED,
     AccountPlan,
     Plan,
@@ -59,6 +63,52 @@ class PlanFileError(Exception):
 
 class ApplyStepError(Exception):
     """A step of one account could not be carried out (the account fails, others go on)."""
+
+
+class _AccountBlocked(Exception):
+    """Gorgias still refused the account's credentials after one refresh (or none was possible)."""
+
+    def __init__(self, blocked: Blocked) -> None:
+        super().__init__(blocked.message or blocked.reason)
+        self.blocked = blocked
+
+
+_T = TypeVar("_T")
+
+
+class _AccountGorgias:
+    """One account's Gorgias client for apply's calls.
+
+    A 401 triggers exactly one forced refresh (the auth provider's `rejected`) and one retry
+    of that call; from then on the refreshed credentials are used. A second 401, or a refresh
+    that cannot be made, blocks the account (`credentials_rejected`, `reconnect_needed`...).
+    """
+
+    def __init__(self, reconciler: Reconciler, domain: str, auth: GorgiasAuth) -> None:
+        self._reconciler = reconciler
+        self._domain = domain
+        self._clients = ExitStack()  # every client made is closed with the account
+        self._client = self._clients.enter_context(reconciler.client(domain, auth))
+        self._refreshed = False
+
+    def call(self, action: Callable[[GorgiasClient], _T]) -> _T:
+        try:
+            return action(self._client)
+        except CredentialsRejected:
+            if self._refreshed:
+                raise _AccountBlocked(Blocked(CREDENTIALS_REJECTED)) from None
+        self._refreshed = True
+        retry = self._reconciler.auth.rejected(self._domain)
+        if isinstance(retry, Blocked):
+            raise _AccountBlocked(retry)
+        self._client = self._clients.enter_context(self._reconciler.client(self._domain, retry))
+        try:
+            return action(self._client)
+        except CredentialsRejected:
+            raise _AccountBlocked(Blocked(CREDENTIALS_REJECTED)) from None
+
+    def close(self) -> None:
+        self._clients.close()
 
 
 @dataclass(frozen=True)
@@ -254,6 +304,9 @@ class Applier:
             if account.has_changes:
                 self._change(run)
             self._record(run)
+        except _AccountBlocked as error:
+            reason, message = error.blocked.reason, error.blocked.message
+            return AccountResult(domain, account.action, False, tuple(run.changes), message, reason)
         except (GorgiasError, ApplyStepError) as error:
             return AccountResult(domain, account.action, False, tuple(run.changes), str(error))
         return AccountResult(domain, account.action, True, tuple(run.changes))
@@ -270,65 +323,78 @@ class Applier:
             self._store.record_managed(
                 ManagedAccount(domain, None, None, "", self._clock(), self._commit)
             )
-        with self._reconciler.client(domain, auth) as client:
+        gorgias = _AccountGorgias(self._reconciler, domain, auth)
+        try:
             for resource in run.plan.resources:
                 if resource.action == "in_sync":
                     continue
                 if resource.action != "delete" and desired is None:
                     raise ApplyStepError("the plan changes an account that is no longer enabled")
-                self._step(client, run, resource, desired)
+                self._step(gorgias, run, resource, desired)
+        finally:
+            gorgias.close()
 
     def _step(
-        self, client: GorgiasClient, run: _AccountRun, resource: ResourcePlan, desired: Any
+        self, gorgias: _AccountGorgias, run: _AccountRun, resource: ResourcePlan, desired: Any
     ) -> None:
         domain = run.plan.gorgias_account
         kind, action = resource.kind, resource.action
         resource_id: int | None = resource.id
         if kind == "integration" and action == "create":
-            resource_id = run.integration_id = self._create_integration(client, desired.integration)
+            resource_id = run.integration_id = self._create_integration(
+                gorgias, desired.integration
+            )
         elif kind == "integration" and action in ("update", "reactivate"):
-            assert resource_id is not None
-            client.update_integration(resource_id, _update_body(desired.integration, resource))
+            integration_id = _existing_id(resource)
+            body = _update_body(desired.integration, resource)
+            gorgias.call(lambda client: client.update_integration(integration_id, body))
         elif kind == "widget" and action in ("create", "update"):
             if run.integration_id is None:
                 raise ApplyStepError("the widget has no integration to bind to")
             body = desired.widget(run.integration_id)
             if action == "create":
-                resource_id = run.widget_id = self._create_widget(client, run.integration_id, body)
+                resource_id = run.widget_id = self._create_widget(gorgias, run.integration_id, body)
             else:
-                assert resource_id is not None
-                client.update_widget(resource_id, {**body, "deactivated_datetime": None})
+                widget_id = _existing_id(resource)
+                update = {**body, "deactivated_datetime": None}
+                gorgias.call(lambda client: client.update_widget(widget_id, update))
         elif action == "delete":
-            assert resource_id is not None
+            gone_id = _existing_id(resource)
             try:
                 if kind == "widget":
-                    client.delete_widget(resource_id)
+                    gorgias.call(lambda client: client.delete_widget(gone_id))
                 else:
-                    client.delete_integration(resource_id)
+                    gorgias.call(lambda client: client.delete_integration(gone_id))
             except NotFound:
                 pass  # already gone: the goal is reached
         detail = {k: v for k, v in resource_json(resource).items() if k == "diff"}
         self._store.append_audit(domain, action, kind, resource_id, detail, self._commit)
         run.changes.append(f"{action} {kind} {resource_id}")
 
-    def _create_integration(self, client: GorgiasClient, body: Mapping[str, Any]) -> int:
+    def _create_integration(self, gorgias: _AccountGorgias, body: Mapping[str, Any]) -> int:
         def find() -> int | None:
-            ours = [i["id"] for i in client.list_integrations() if is_ours(i)]
+            listed = gorgias.call(lambda client: client.list_integrations())
+            ours = [i["id"] for i in listed if is_ours(i)]
             ids = [i for i in ours if isinstance(i, int)]
             return min(ids) if ids else None
 
-        return _create_or_adopt(lambda: client.create_integration(body), find)
+        return _create_or_adopt(
+            lambda: gorgias.call(lambda client: client.create_integration(body)), find
+        )
 
-    def _create_widget(self, client: GorgiasClient, integration_id: int, body: Any) -> int:
+    def _create_widget(self, gorgias: _AccountGorgias, integration_id: int, body: Any) -> int:
         def find() -> int | None:
+            listed = gorgias.call(lambda client: client.list_widgets(integration_id=integration_id))
             ids = [
                 w["id"]
-                for w in client.list_widgets(integration_id=integration_id)
+                for w in listed
                 if w.get("integration_id") == integration_id and isinstance(w.get("id"), int)
             ]
             return min(ids) if ids else None
 
-        return _create_or_adopt(lambda: client.create_widget(body), find)
+        return _create_or_adopt(
+            lambda: gorgias.call(lambda client: client.create_widget(body)), find
+        )
 
     def _record(self, run: _AccountRun) -> None:
         """Remember the accounts we manage; forget those whose resources are gone."""
@@ -356,6 +422,11 @@ class Applier:
                 commit=self._commit,
             )
         )
+
+
+def _existing_id(resource: ResourcePlan) -> int:
+    assert resource.id is not None, f"the plan {resource.action}s a {resource.kind} without id"
+    return resource.id
 
 
 def _create_or_adopt(create: Callable[[], dict[str, Any]], find: Callable[[], int | None]) -> int:
