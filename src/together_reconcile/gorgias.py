@@ -43,6 +43,7 @@ from typing import Any, Final
 import httpx
 
 from together_reconcile import __version__
+from together_reconcile.httppool import CookielessClient
 
 log = logging.getLogger("together_reconcile.gorgias")
 
@@ -255,32 +256,6 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _UNSENDABLE = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
 
 
-class _NoCookies(httpx.Cookies):
-    """A cookie jar that keeps nothing: the API needs no cookie, and reading every answer's
-    Set-Cookie into a jar costs CPU on every request."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return
-
-    def set_cookie_header(self, request: httpx.Request) -> None:
-        return
-
-
-_NO_COOKIES: Final = _NoCookies()
-
-
-class _CookielessClient(httpx.Client):
-    """An httpx client that neither stores nor sends cookies."""
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return _NO_COOKIES
-
-    @cookies.setter
-    def cookies(self, cookies: object) -> None:
-        return
-
-
 @dataclass(frozen=True)
 class _Failure:
     """One attempt failed in a retryable way."""
@@ -335,7 +310,7 @@ class GorgiasClient:
         self._rng = rng
         self._limiter = rate_limiter or rate_limiter_for(self.account)
         self.request_count = 0
-        self._http = _CookielessClient(
+        self._http = CookielessClient(
             auth=auth,
             transport=transport,
             timeout=timeout,

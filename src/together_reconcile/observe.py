@@ -17,8 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from together_reconcile.config import AccountFile, load_accounts
 from together_reconcile.desired import desired_integration, desired_widget, is_ours
 from together_reconcile.gorgias import (
@@ -29,6 +27,7 @@ from together_reconcile.gorgias import (
     GorgiasError,
     GorgiasUnavailable,
 )
+from together_reconcile.httppool import PerThreadTransport
 from together_reconcile.plan import (
     CREDENTIALS_REJECTED,
     GORGIAS_ERROR,
@@ -136,72 +135,18 @@ def _auth(credential: Credential | None) -> GorgiasAuth | Blocked:
     return BearerAuth(credential.access_token)
 
 
-# Connections kept per thread: a thread sends one request at a time, mostly to one account.
-THREAD_POOL_CONNECTIONS = 4
-
-
-class _PerThreadTransport(httpx.BaseTransport):
-    """Every account's client shares this; each thread gets its own small keep-alive pool.
-
-    Why not one big pool: httpcore scans every pooled connection (a poll() each) on every
-    request, so 64 threads on one pool of 64+ kept-alive connections cost ~2.5 ms of CPU per
-    request. A pool per thread holds a few connections, and one SSL context serves them all
-    (building one costs tens of ms of CPU). A dead thread's pool is closed when the next pool
-    is made.
-    """
-
-    def __init__(self) -> None:
-        self._ssl_context = httpx.create_ssl_context()
-        self._lock = threading.Lock()
-        self._pools: dict[threading.Thread, httpx.HTTPTransport] = {}
-        self._local = threading.local()
-
-    def _pool(self) -> httpx.HTTPTransport:
-        pool: httpx.HTTPTransport | None = getattr(self._local, "pool", None)
-        if pool is None:
-            pool = httpx.HTTPTransport(
-                verify=self._ssl_context,
-                limits=httpx.Limits(
-                    max_connections=THREAD_POOL_CONNECTIONS,
-                    max_keepalive_connections=THREAD_POOL_CONNECTIONS,
-                ),
-            )
-            with self._lock:
-                dead = [thread for thread in self._pools if not thread.is_alive()]
-                finished = [self._pools.pop(thread) for thread in dead]
-                self._pools[threading.current_thread()] = pool
-            for old in finished:
-                old.close()
-            self._local.pool = pool
-        return pool
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return self._pool().handle_request(request)
-
-    def close(self) -> None:
-        """Clients close their transport when done; the pools outlive them."""
-
-    def close_pools(self) -> None:
-        """Close every thread's pool (their kept-alive connections)."""
-        with self._lock:
-            pools = list(self._pools.values())
-            self._pools.clear()
-        for pool in pools:
-            pool.close()
-
-
 class SharedTransportClientFactory:
     """Builds each account's `GorgiasClient` on one shared transport (a keep-alive pool per
     thread, one SSL context)."""
 
     def __init__(self) -> None:
-        self._transport: _PerThreadTransport | None = None
+        self._transport: PerThreadTransport | None = None
         self._lock = threading.Lock()
 
     def __call__(self, domain: str, auth: GorgiasAuth) -> GorgiasClient:
         with self._lock:
             if self._transport is None:
-                self._transport = _PerThreadTransport()
+                self._transport = PerThreadTransport()
             transport = self._transport
         return GorgiasClient(domain, auth, transport=transport)
 

@@ -23,6 +23,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from together_reconcile.answer import FinalSaleOrder, admin_url, summarize_items
+from together_reconcile.httppool import CookielessClient, PerThreadTransport
 
 # 2026-04 is the version of the schema file the contract test validates the query against
 # (tests/fixtures/shopify-admin-2026-04.schema.graphql); it is supported until mid-2027.
@@ -205,9 +206,10 @@ class ShopifySettings:
 
 
 def new_http_client() -> httpx.Client:
-    """A pooled keep-alive client; one per process, shared by all threads."""
-    return httpx.Client(
-        limits=httpx.Limits(max_connections=128, max_keepalive_connections=64, keepalive_expiry=30),
+    """A keep-alive client; one per process, shared by all threads (a small pool per thread,
+    no cookie jar: see `httppool`)."""
+    return CookielessClient(
+        transport=PerThreadTransport(keepalive_expiry=30),
         headers={"Content-Type": "application/json", "Accept": "application/json"},
         follow_redirects=False,
     )
