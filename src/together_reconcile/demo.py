@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -172,7 +172,7 @@ class Demo:
     sandbox: RunningSandbox
     handler: ServedApp
     echo: Echo
-    secret_keys: str
+    secret_keys: str = field(repr=False)
     pause_s: float = 0.0
 
     @property

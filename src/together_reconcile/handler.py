@@ -32,7 +32,12 @@ from together_reconcile.config import (
     load_accounts,
 )
 from together_reconcile.logs import HANDLER_LOGGER, email_hash, json_line
-from together_reconcile.oauth import OAUTH_PATHS, OAuthRoutes, OAuthSettings
+from together_reconcile.oauth import (
+    OAUTH_PATHS,
+    OAuthRoutes,
+    OAuthSettings,
+    unexpected_error_page,
+)
 from together_reconcile.secrets import Keyring
 from together_reconcile.shopify import ShopifyClient, ShopifyError, ShopifySettings
 from together_reconcile.store import Store, StoreError
@@ -67,7 +72,7 @@ class Settings:
     """Everything the handler needs; `from_env` reads the SPEC's environment variables."""
 
     accounts_dir: Path
-    state_url: str
+    state_url: str = field(repr=False)  # may carry a database password
     keyring: Keyring
     shopify: ShopifySettings = field(default_factory=ShopifySettings)
     shopify_budget_s: float = SHOPIFY_BUDGET_S
@@ -447,18 +452,7 @@ class HandlerApp:
             status = 500
             document = {"error": {"code": "internal_error", "message": "unexpected error"}}
             entry.error = "internal_error"
-            # Type and frames only: an exception message could carry request data.
-            frames = "".join(traceback.format_tb(error.__traceback__))
-            log.error(
-                json_line(
-                    {
-                        "event": "unexpected_error",
-                        "type": type(error).__name__,
-                        "request_id": request_id,
-                        "traceback": frames,
-                    }
-                )
-            )
+            self._log_unexpected(error, request_id)
         body = json.dumps(document).encode("utf-8")
         headers += [
             ("Content-Type", "application/json"),
@@ -479,7 +473,11 @@ class HandlerApp:
         start_response: StartResponse,
     ) -> Iterable[bytes]:
         """The OAuth routes answer HTML pages (or a redirect), not JSON."""
-        page = self.oauth.answer(entry.method, path, environ.get("QUERY_STRING") or "")
+        try:
+            page = self.oauth.answer(entry.method, path, environ.get("QUERY_STRING") or "")
+        except Exception as error:  # the merchant gets a page, never a stack trace
+            self._log_unexpected(error, entry.request_id)
+            page = unexpected_error_page()
         entry.account, entry.error = page.account, page.code
         body = page.body()
         headers = [*page.headers(), ("Content-Length", str(len(body)))]
@@ -487,6 +485,21 @@ class HandlerApp:
         start_response(f"{page.status} {_REASONS.get(page.status, 'Error')}", headers)
         self._log(entry, page.status, started)
         return [b""] if entry.method == "HEAD" else [body]
+
+    @staticmethod
+    def _log_unexpected(error: Exception, request_id: str) -> None:
+        # Type and frames only: an exception message could carry request data.
+        frames = "".join(traceback.format_tb(error.__traceback__))
+        log.error(
+            json_line(
+                {
+                    "event": "unexpected_error",
+                    "type": type(error).__name__,
+                    "request_id": request_id,
+                    "traceback": frames,
+                }
+            )
+        )
 
     def _log(self, entry: RequestLog, status: int, started: float) -> None:
         fields: dict[str, Any] = {

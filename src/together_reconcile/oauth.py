@@ -243,6 +243,19 @@ def error_page(error: OAuthError, account: str | None = None) -> Page:
     return Page(error.status, error.title, (error.detail,), code=error.code, account=account)
 
 
+def unexpected_error_page() -> Page:
+    """What the merchant sees when something failed that we did not foresee (logged apart)."""
+    return Page(
+        500,
+        "Something went wrong",
+        (
+            "Nothing was connected. Try again in a few minutes from the Together app in "
+            "Gorgias; if it keeps failing, contact Together support.",
+        ),
+        code="internal_error",
+    )
+
+
 def connected_page(domain: str) -> Page:
     return Page(
         200,

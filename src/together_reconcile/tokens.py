@@ -38,6 +38,8 @@ CLIENT_SECRET_ENV = "TOGETHER_GORGIAS_CLIENT_SECRET"  # noqa: S105 - a variable 
 REFRESH_MARGIN = timedelta(minutes=5)
 TOKEN_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
+# A lifetime beyond this is not one Gorgias gives (24 h); it would also overflow a datetime.
+MAX_TOKEN_LIFETIME_S = 366 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def token_http_client() -> httpx.Client:
 def _error_code(response: httpx.Response) -> str | None:
     try:
         document = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     error = document.get("error") if isinstance(document, dict) else None
     return error if isinstance(error, str) else None
@@ -154,7 +156,7 @@ def _parse_grant(response: httpx.Response, where: str) -> TokenGrant:
         raise invalid
     try:
         document = json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise invalid from None
     if not isinstance(document, dict):
         raise invalid
@@ -168,7 +170,9 @@ def _parse_grant(response: httpx.Response, where: str) -> TokenGrant:
     if refresh is not None and (not isinstance(refresh, str) or not refresh.strip()):
         raise invalid
     if lifetime is not None and (
-        isinstance(lifetime, bool) or not isinstance(lifetime, int | float) or lifetime <= 0
+        isinstance(lifetime, bool)
+        or not isinstance(lifetime, int | float)
+        or not 0 < lifetime <= MAX_TOKEN_LIFETIME_S  # also refuses NaN and Infinity
     ):
         raise invalid
     return TokenGrant(

@@ -89,7 +89,10 @@ class SandboxController:
 
     def __init__(self, base_url: str, *, timeout_s: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._client = httpx.Client(base_url=self.base_url + "/_control/", timeout=timeout_s)
+        # The sandbox is on loopback: no proxy from the environment.
+        self._client = httpx.Client(
+            base_url=self.base_url + "/_control/", timeout=timeout_s, trust_env=False
+        )
 
     def close(self) -> None:
         self._client.close()

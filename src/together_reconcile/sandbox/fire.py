@@ -48,14 +48,28 @@ def render_form(form: Any, context: dict[str, Any]) -> Any:
     return form
 
 
-def is_loopback(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
+def _loopback_host(host: str) -> bool:
+    host = host.lower()
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def is_loopback(url: str) -> bool:
+    """True when both the standard library and httpx (which sends the request) read a loopback
+    host in `url`: a URL the two parsers read differently is refused."""
+    try:
+        sent_to = httpx.URL(url).host
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return False
+    try:
+        parsed = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    return _loopback_host(sent_to) and _loopback_host(parsed)
 
 
 def fire(state: SandboxState, account: str, integration_id: int, ticket: Any) -> dict[str, Any]:
@@ -90,7 +104,10 @@ def fire(state: SandboxState, account: str, integration_id: int, ticket: Any) ->
             request_kwargs["content"] = json.dumps(payload).encode()
             headers.setdefault("Content-Type", "application/json")
     try:
-        with httpx.Client(timeout=FIRE_TIMEOUT_S) as client:
+        # No proxy from the environment (it would carry the request off loopback), no redirect.
+        with httpx.Client(
+            timeout=FIRE_TIMEOUT_S, trust_env=False, follow_redirects=False
+        ) as client:
             answer = client.request(method, url, headers=headers, **request_kwargs)
     except httpx.HTTPError as exc:
         return {"status": 0, "body": None, "error": type(exc).__name__}

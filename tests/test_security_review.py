@@ -1,0 +1,232 @@
+"""Pins for the fixes of the security and privacy review (one test, or a few, per finding)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import httpx
+import pytest
+
+from together_reconcile.handler import ConfigSnapshot, Settings, create_app
+from together_reconcile.logs import HANDLER_LOGGER
+from together_reconcile.oauth import CALLBACK_PATH, INSTALL_PATH
+from together_reconcile.sandbox import RunningSandbox
+from together_reconcile.sandbox.fire import is_loopback
+from together_reconcile.secrets import Keyring, generate_key
+from together_reconcile.tokens import OAuthApp, TokenEndpointError, exchange_code
+
+SECRET_MARK = "do-not-show-7f3a"
+
+
+# -- tokens: a token answer with an absurd lifetime or deep nesting is "invalid", not a crash --
+
+
+def _token_client(body: bytes, status: int = 200) -> httpx.Client:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=body, headers={"Content-Type": "application/json"})
+
+    return httpx.Client(transport=httpx.MockTransport(answer))
+
+
+@pytest.mark.parametrize(
+    "expires_in",
+    ["1e400", "Infinity", "NaN", "1e308", str(10 * 366 * 24 * 3600), "-Infinity"],
+)
+def test_token_lifetime_out_of_range_is_an_invalid_response(expires_in: str) -> None:
+    body = f'{{"access_token": "{SECRET_MARK}", "expires_in": {expires_in}}}'.encode()
+    app = OAuthApp("id", "secret", "http://127.0.0.1:9/{account}")
+    with pytest.raises(TokenEndpointError) as caught:
+        exchange_code(app, _token_client(body), "acme", code="c", redirect_uri="https://x/cb")
+    assert caught.value.kind == "invalid_response"
+    assert SECRET_MARK not in str(caught.value)
+
+
+def test_token_lifetime_of_a_day_still_works() -> None:
+    body = b'{"access_token": "a", "refresh_token": "r", "expires_in": 86400}'
+    app = OAuthApp("id", "secret", "http://127.0.0.1:9/{account}")
+    grant = exchange_code(app, _token_client(body), "acme", code="c", redirect_uri="https://x/cb")
+    assert grant.expires_in == 86400
+
+
+@pytest.mark.parametrize("status", [200, 400])
+def test_deeply_nested_token_answer_is_an_invalid_response(status: int) -> None:
+    body = b"[" * 100_000 + b"]" * 100_000
+    app = OAuthApp("id", "secret", "http://127.0.0.1:9/{account}")
+    with pytest.raises(TokenEndpointError) as caught:
+        exchange_code(
+            app, _token_client(body, status), "acme", code="c", redirect_uri="https://x/cb"
+        )
+    assert caught.value.kind == ("invalid_response" if status == 200 else "rejected")
+
+
+# -- handler: an unforeseen failure on an OAuth route is a 500 page, logged, no stack trace ----
+
+
+class _ExplodingRoutes:
+    def answer(self, method: str, path: str, query_string: str) -> Any:
+        raise RuntimeError(f"boom with {SECRET_MARK}")
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.mark.parametrize("path", [INSTALL_PATH, CALLBACK_PATH])
+def test_oauth_route_failure_is_a_plain_500_page(tmp_path: Path, path: str) -> None:
+    settings = Settings(
+        accounts_dir=tmp_path,
+        state_url="sqlite:///unused.db",
+        keyring=Keyring.from_env(generate_key()),
+    )
+    app = create_app(settings, snapshot=ConfigSnapshot({}, ()))
+    app.oauth = _ExplodingRoutes()  # type: ignore[assignment]
+    lines = _Lines()
+    logger = logging.getLogger(HANDLER_LOGGER)
+    logger.addHandler(lines)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    seen: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        seen["status"], seen["headers"] = status, dict(headers)
+
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": f"code={SECRET_MARK}&state=x",
+        "wsgi.input": io.BytesIO(b""),
+    }
+    try:
+        body = b"".join(app(environ, start_response)).decode()
+    finally:
+        logger.removeHandler(lines)
+        logger.setLevel(level)
+    assert seen["status"] == "500 Internal Server Error"
+    assert seen["headers"]["Content-Type"] == "text/html; charset=utf-8"
+    assert "<h1>Something went wrong</h1>" in body
+    assert "Traceback" not in body and "RuntimeError" not in body and SECRET_MARK not in body
+    logged = [json.loads(line) for line in lines.lines]
+    assert [entry["event"] for entry in logged] == ["unexpected_error", "request"]
+    assert logged[0]["type"] == "RuntimeError"
+    assert logged[1]["status"] == 500 and logged[1]["error"] == "internal_error"
+    assert SECRET_MARK not in "\n".join(lines.lines)
+
+
+# -- repr of objects carrying credentials -----------------------------------------------------
+
+
+def test_settings_repr_hides_the_database_password(tmp_path: Path) -> None:
+    settings = Settings(
+        accounts_dir=tmp_path,
+        state_url=f"postgresql://app:{SECRET_MARK}@db.internal:5432/together",
+        keyring=Keyring.from_env(generate_key()),
+    )
+    assert SECRET_MARK not in repr(settings)
+
+
+def test_demo_repr_hides_the_secret_key() -> None:
+    from together_reconcile.demo import Demo
+
+    key = generate_key()
+    demo = Demo(Path("/tmp/x"), None, None, print, key)  # type: ignore[arg-type]
+    assert key not in repr(demo)
+
+
+# -- sandbox fire: loopback only, even with a proxy in the environment ------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1\\@example.com/",
+        "http://127.0.0.1:80\\@example.com/",
+        "http://evil.example\t@127.0.0.1/",
+        "http://127.0.0.1%2F@example.com/",
+        "http://localhost\u3002example.com/",
+        "http://example.com#@127.0.0.1",
+        "http:/\\127.0.0.1/",
+        "http://[::ffff:8.8.8.8]/",
+    ],
+)
+def test_fire_refuses_urls_that_do_not_surely_go_to_loopback(url: str) -> None:
+    assert not is_loopback(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8080/e", "http://localhost/e", "http://[::1]:9/e", "http://127.9.9.9/"],
+)
+def test_fire_accepts_loopback(url: str) -> None:
+    assert is_loopback(url)
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self.url = ""
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        self.paths.append(environ["PATH_INFO"])
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b"{}"]
+
+
+@pytest.fixture
+def recorders() -> Iterator[tuple[_Recorder, _Recorder]]:
+    apps, servers, threads = [], [], []
+    for _ in range(2):
+        app = _Recorder()
+        server: WSGIServer = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
+        app.url = f"http://127.0.0.1:{server.server_address[1]}"
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        apps.append(app)
+        servers.append(server)
+        threads.append(thread)
+    yield apps[0], apps[1]
+    for server, thread in zip(servers, threads, strict=True):
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_fire_ignores_a_proxy_from_the_environment(
+    sandbox: RunningSandbox,
+    recorders: tuple[_Recorder, _Recorder],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    target, proxy = recorders
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("http_proxy", proxy.url)
+    monkeypatch.setenv("ALL_PROXY", proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    sandbox.control.add_gorgias_account("acme", "t")
+    stored = sandbox.control.insert_integration(
+        "acme",
+        {
+            "name": "Together",
+            "type": "http",
+            "http": {"url": target.url + "/gorgias/events", "method": "POST", "form": {}},
+        },
+    )
+    assert sandbox.control.fire("acme", stored["id"], {"id": 1})["status"] == 200
+    assert target.paths == ["/gorgias/events"]
+    assert proxy.paths == []
