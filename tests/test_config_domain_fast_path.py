@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from together_reconcile import config
+from together_reconcile import account_schema
 from together_reconcile.config import account_json_schema, validate_paths
 
 GOOD = "acme.myshopify.com", "acme.gorgias.com"
@@ -65,7 +65,9 @@ def editor_errors(data: dict[str, Any]) -> set[tuple[tuple[Any, ...], str]]:
 
 
 def cli_errors(data: dict[str, Any]) -> set[tuple[tuple[Any, ...], str]]:
-    return {(path, str(error.validator)) for path, error in config._shape_checker().errors(data)}
+    return {
+        (path, str(error.validator)) for path, error in account_schema.shape_checker().errors(data)
+    }
 
 
 @pytest.mark.parametrize("field", ["shopify_store", "gorgias_account"])
@@ -85,7 +87,7 @@ def test_the_corpus_has_both_verdicts() -> None:
 
 
 def test_a_valid_domain_does_not_reach_jsonschema(monkeypatch: pytest.MonkeyPatch) -> None:
-    checker = config._shape_checker()._children["gorgias_account"]
+    checker = account_schema.shape_checker()._children["gorgias_account"]
 
     class Refusing:
         def iter_errors(self, instance: Any) -> Any:
