@@ -230,3 +230,48 @@ def test_fire_ignores_a_proxy_from_the_environment(
     assert sandbox.control.fire("acme", stored["id"], {"id": 1})["status"] == 200
     assert target.paths == ["/gorgias/events"]
     assert proxy.paths == []
+
+
+# -- gorgias: an error that echoes the integration's header value shows its fingerprint ------
+
+
+@pytest.mark.parametrize("status", [400, 422, 500])
+@pytest.mark.parametrize("update", [False, True])
+def test_gorgias_error_echoing_the_event_token_is_redacted(status: int, update: bool) -> None:
+    from together_reconcile.gorgias import BearerAuth, GorgiasClient, GorgiasError
+    from together_reconcile.secrets import fingerprint
+
+    event_token = "v1." + SECRET_MARK
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            status,
+            json={
+                "error": {
+                    "msg": f"header value {event_token} is not allowed",
+                    "data": {"http": {"headers": {"X-Together-Token": [event_token]}}},
+                }
+            },
+        )
+
+    body = {"name": "x", "type": "http", "http": {"headers": {"X-Together-Token": event_token}}}
+    with (
+        GorgiasClient(
+            "acme.gorgias.com",
+            BearerAuth("gorgias-token"),
+            base_url_template="http://127.0.0.1:9/{account}",
+            transport=httpx.MockTransport(answer),
+            sleep=lambda _s: None,
+            max_retries=0,
+        ) as client,
+        pytest.raises(GorgiasError) as caught,
+    ):
+        if update:
+            client.update_integration(7, body)
+        else:
+            client.create_integration(body)
+    error = caught.value
+    assert SECRET_MARK not in str(error) and SECRET_MARK not in error.message
+    assert SECRET_MARK not in repr(error.args) and SECRET_MARK not in repr(error.data)
+    if status != 500:
+        assert fingerprint(event_token) in str(error)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import os
 import random
@@ -119,6 +120,29 @@ class BasicAuth(httpx.Auth):
 
 
 # --------------------------------------------------------------------------- errors
+
+
+def _header_values(body: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The HTTP integration header values in a request body (the event token among them)."""
+    http = body.get("http") if isinstance(body, Mapping) else None
+    headers = http.get("headers") if isinstance(http, Mapping) else None
+    if not isinstance(headers, Mapping):
+        return ()
+    return tuple(value for value in headers.values() if isinstance(value, str) and value)
+
+
+def _redact_error(error: GorgiasError, secrets: tuple[str, ...]) -> None:
+    """Replace each of `secrets` in the error's message by its fingerprint; drop `data` that
+    holds one."""
+    shown = [secret for secret in secrets if secret in error.message]
+    for secret in shown:
+        error.message = error.message.replace(secret, _fingerprint(secret))
+    if shown:
+        error.args = (error._describe(),)
+    if error.data is not None:
+        text = json.dumps(error.data, default=str)
+        if any(secret in text for secret in secrets):
+            error.data = None
 
 
 class GorgiasError(Exception):
@@ -404,6 +428,14 @@ class GorgiasClient:
         raise self._error(GorgiasError, 200, f"more than {MAX_PAGES} pages", "GET", path)
 
     def _object(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> JSON:
+        try:
+            return self._object_answer(method, path, body)
+        except GorgiasError as exc:
+            # Gorgias may echo what we sent (e.g. the X-Together-Token header value).
+            _redact_error(exc, _header_values(body))
+            raise
+
+    def _object_answer(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> JSON:
         response = self._send(method, path, body=body)
         try:
             return self._json(response, method, path)
