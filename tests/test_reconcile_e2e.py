@@ -414,9 +414,13 @@ def test_faults_and_lost_writes_converge_without_duplicates(world: World) -> Non
 def test_sigkill_between_integration_and_widget_then_adopt(world: World) -> None:
     world.write_account("acme")
     world.connect("acme")
+    # The held widget POST must never be answered while this test runs: a sandbox thread that
+    # woke up after the kill would create a second widget behind the adopting apply's back (the
+    # sandbox is shared by the session; its request threads are daemons, so none outlives it).
     world.sandbox.control.add_fault(
-        kind="slow", method="POST", path_contains="/widgets", delay_s=30, count=1
+        kind="slow", method="POST", path_contains="/widgets", delay_s=3600, count=1
     )
+    (held,) = world.sandbox.state.faults
     process = subprocess.Popen(
         world.command("apply", "--yes"),
         env=world.process_env(),
@@ -424,11 +428,11 @@ def test_sigkill_between_integration_and_widget_then_adopt(world: World) -> None
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not world.ours("acme") and process.poll() is None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and held.remaining != 0 and process.poll() is None:
         time.sleep(0.05)
     assert process.poll() is None, "apply ended before it could be killed"
-    time.sleep(0.5)  # the widget POST is on its way, held 30 s by the slow fault
+    assert held.remaining == 0, "the widget POST never reached the sandbox"
     process.send_signal(signal.SIGKILL)
     output, _ = process.communicate(timeout=10)
     world._keep(output.decode())
@@ -454,8 +458,15 @@ def test_two_applies_at_once_never_interleave(world: World) -> None:
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
     )
-    time.sleep(1.5)  # the first one holds the lock and waits on slow Gorgias answers
-    second = world.run("apply", "--yes", "--lock-timeout", "0.5")
+    # apply takes the lock before its first Gorgias request: once the sandbox has answered one,
+    # the first holds the lock with at least two slow writes still to make. A fixed sleep here
+    # raced the first's interpreter start-up on a loaded machine.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not world.sandbox.control.requests():
+        assert first.poll() is None, "the first apply ended before making any request"
+        time.sleep(0.05)
+    assert world.sandbox.control.requests(), "the first apply never reached Gorgias"
+    second = world.cli("apply", "--yes", "--lock-timeout", "0.5")  # in-process: starts at once
     output, _ = first.communicate(timeout=60)
     world._keep(output.decode())
     assert first.returncode == 0, output.decode()
