@@ -275,3 +275,16 @@ def test_gorgias_error_echoing_the_event_token_is_redacted(status: int, update: 
     assert SECRET_MARK not in repr(error.args) and SECRET_MARK not in repr(error.data)
     if status != 500:
         assert fingerprint(event_token) in str(error)
+
+
+# -- handler: account_domain with a trailing newline is not a domain (`$` allowed it) ---------
+
+
+@pytest.mark.parametrize("domain", ["acme.gorgias.com\n", "acme.gorgias.com\r\n"])
+def test_account_domain_with_a_trailing_newline_is_refused(domain: str) -> None:
+    from together_reconcile.handler import HttpError, parse_event
+
+    body = json.dumps({"ticket_id": 1, "account_domain": domain, "customer_email": None})
+    with pytest.raises(HttpError) as caught:
+        parse_event(body.encode())
+    assert (caught.value.status, caught.value.code) == (400, "invalid_account_domain")

@@ -372,7 +372,7 @@ def parse_event(body: bytes) -> Event:
     if isinstance(ticket_id, bool) or not isinstance(ticket_id, str | int):
         raise HttpError(400, "invalid_ticket_id", "ticket_id must be a string or an integer")
     domain = document.get("account_domain")
-    if not isinstance(domain, str) or not GORGIAS_ACCOUNT_RE.match(domain):
+    if not isinstance(domain, str) or not GORGIAS_ACCOUNT_RE.fullmatch(domain):
         raise HttpError(
             400,
             "invalid_account_domain",
