@@ -288,3 +288,49 @@ def test_account_domain_with_a_trailing_newline_is_refused(domain: str) -> None:
     with pytest.raises(HttpError) as caught:
         parse_event(body.encode())
     assert (caught.value.status, caught.value.code) == (400, "invalid_account_domain")
+
+
+# -- render: text from Gorgias can neither drive the terminal nor break the Markdown block ----
+
+HOSTILE = "bad\x1b[2J\x1b]0;pwned\x07 \x9b31m\n```\n<img src=https://evil.example/x>\u2028end"
+
+
+def _hostile_plan() -> Any:
+    from together_reconcile.plan import AccountPlan, FieldDiff, Plan, ResourcePlan, blocked
+
+    failing = blocked("acme.gorgias.com", "gorgias_error", message=HOSTILE)
+    changed = AccountPlan(
+        gorgias_account="beta.gorgias.com",
+        action="update",
+        resources=(
+            ResourcePlan(
+                kind="integration",
+                id=1,
+                action="update",
+                diff=(FieldDiff("name", "x\x9b2J", "Together"),),
+            ),
+        ),
+        notes=(HOSTILE,),
+    )
+    return Plan(accounts=(failing, changed))
+
+
+def test_render_text_has_no_control_characters_from_gorgias() -> None:
+    from together_reconcile.render import render_text
+
+    text = render_text(_hostile_plan(), show_in_sync=True)
+    lines = text.splitlines()
+    assert not any(ch in text for ch in "\x1b\x07\x9b\u2028")
+    assert any(
+        line.startswith("! acme.gorgias.com: blocked (gorgias_error: bad ") for line in lines
+    )
+    assert "\\u009b2J" in text  # a value's C1 character is shown escaped
+
+
+def test_render_markdown_keeps_gorgias_text_inside_its_block() -> None:
+    from together_reconcile.render import render_markdown
+
+    text = render_markdown(_hostile_plan())
+    assert not any(ch in text for ch in "\x1b\x07\x9b\u2028")
+    fences = [line for line in text.splitlines() if line.lstrip().startswith("```")]
+    assert fences == ["```diff", "```"]

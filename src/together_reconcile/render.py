@@ -7,6 +7,7 @@ logs and pull-request comments.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from together_reconcile.plan import AccountPlan, FieldDiff, Plan, ResourcePlan
@@ -77,8 +78,18 @@ def render_json(plan: Plan) -> str:
 # -- Text ------------------------------------------------------------------------------------
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _line(text: str) -> str:
+    """Free text (a Gorgias error message, a note) on one line with no control character, so
+    it can neither drive the terminal (ANSI escapes) nor close the Markdown code block."""
+    return _CONTROL.sub(" ", text).replace("``", "` `")
+
+
 def _value(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    text = _CONTROL.sub(lambda match: f"\\u{ord(match.group()):04x}", text)  # json left C1
     if len(text) > MAX_VALUE_CHARS:
         text = text[: MAX_VALUE_CHARS - 1] + "…"
     return text
@@ -98,9 +109,9 @@ def _resource_title(resource: ResourcePlan) -> str:
 def _account_lines(account: AccountPlan) -> list[tuple[str, str]]:
     """(symbol, line) pairs; the symbol picks the colour."""
     symbol = _SYMBOLS[account.action]
-    head = f"{account.gorgias_account}: {account.action}"  # SPEC vocabulary, verbatim
+    head = f"{_line(account.gorgias_account)}: {account.action}"  # SPEC vocabulary, verbatim
     if account.reason is not None:
-        head += f" ({account.reason}: {account.message})"
+        head += f" ({account.reason}: {_line(account.message or '')})"
     lines = [(symbol, f"{symbol} {head}")]
     for resource in account.resources:
         mark = _SYMBOLS[resource.action]
@@ -110,7 +121,7 @@ def _account_lines(account: AccountPlan) -> list[tuple[str, str]]:
         creating = resource.action == "create"
         for diff in resource.diff:
             lines.append((mark, f"        {_diff_line(diff, creating)}"))
-    lines.extend(("!", f"    note: {note}") for note in account.notes)
+    lines.extend(("!", f"    note: {_line(note)}") for note in account.notes)
     return lines
 
 
