@@ -350,14 +350,23 @@ def test_missing_settings_exit_1_with_a_clear_message_and_write_nothing(world: W
     world.write_account("acme")
     state_file = world.root / "state.db"
     for missing, message in (
-        ("TOGETHER_PUBLIC_URL", "TOGETHER_PUBLIC_URL is not set"),
-        ("TOGETHER_SECRET_KEYS", "TOGETHER_SECRET_KEYS"),
+        (
+            "TOGETHER_PUBLIC_URL",
+            "Error: TOGETHER_PUBLIC_URL is not set: set it to the public base URL of the event "
+            "handler (e.g. https://together.example.com); the integration calls "
+            "{TOGETHER_PUBLIC_URL}/gorgias/events\n",
+        ),
+        (
+            "TOGETHER_SECRET_KEYS",
+            'Error: TOGETHER_SECRET_KEYS is not set: run "together-reconcile keygen" and export '
+            "TOGETHER_SECRET_KEYS=<key>\n",
+        ),
     ):
         env = {k: v for k, v in world.env.items() if k != missing}
         for command in (("plan",), ("apply", "--yes")):
             run = world.cli(*command, env={**env, missing: ""})
             assert run.exit_code == 1
-            assert message in run.output
+            assert run.output == message
     assert not state_file.exists()
     assert world.sandbox.control.requests() == []
 
@@ -513,8 +522,10 @@ def test_malformed_secret_key_names_its_position_not_its_value(world: World) -> 
     bad = "not-a-valid-key-value"
     run = world.cli("plan", env={**world.env, "TOGETHER_SECRET_KEYS": f"{generate_key()},{bad}"})
     assert run.exit_code == 1
-    assert "entry 2" in run.output
-    assert bad not in run.output
+    assert run.output == (
+        "Error: entry 2 of TOGETHER_SECRET_KEYS is not a valid key (expected the url-safe "
+        'base64 of 32 bytes, as printed by "together-reconcile keygen")\n'
+    )
     assert not (world.root / "state.db").exists()
 
 
@@ -528,11 +539,32 @@ def test_invalid_account_files_stop_plan_with_the_problems(world: World) -> None
 
 def test_unreachable_state_database_is_a_clear_error(world: World) -> None:
     world.write_account("acme")
-    env = {**world.env, "TOGETHER_STATE_URL": "postgresql://nobody@127.0.0.1:1/none"}
-    run = world.cli("plan", env=env)
-    assert run.exit_code == 1
-    assert "Error:" in run.output
-    assert "Traceback" not in run.output
+    env = {**world.env, "TOGETHER_STATE_URL": "postgresql://nobody:hunter2@127.0.0.1:1/none"}
+    for command in (("plan",), ("apply", "--yes")):
+        run = world.cli(*command, env=env)
+        assert run.exit_code == 1
+        assert run.output == (
+            "Error: cannot reach the state database at postgresql://nobody:***@127.0.0.1:1/none: "
+            "connection refused\n"
+        )
+
+
+def test_read_only_state_database_plans_but_apply_refuses_before_any_write(world: World) -> None:
+    world.write_account("acme")
+    world.connect("acme")
+    path = world.root / "state.db"
+    env = {**world.env, "TOGETHER_STATE_URL": f"sqlite:///file:{path}?mode=ro&uri=true"}
+    plan = world.cli("plan", env=env)
+    assert plan.exit_code == 0, plan.output
+    assert "Plan: 1 to create, 0 to update, 0 to delete" in plan.output
+    applied = world.cli("apply", "--yes", env=env)
+    assert applied.exit_code == 1
+    assert applied.output == (
+        f"Error: the state database at sqlite:///file:{path} is read-only: use a writable file "
+        "or database for TOGETHER_STATE_URL\n"
+    )
+    assert world.writes() == []
+    assert world.ours("acme") == []
 
 
 def test_half_applied_account_whose_file_is_removed_is_still_cleaned_up(world: World) -> None:
