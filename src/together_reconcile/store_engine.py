@@ -1,0 +1,196 @@
+"""Connecting to the state database: URLs, engines, and failures turned into clear errors.
+
+SQLite (`sqlite:///path`) runs in WAL mode with our own `BEGIN` (so a write can take the lock
+up front); PostgreSQL goes through psycopg 3 with a connect timeout. A URL is only ever shown
+through `mask_url` (password masked), and no message carries a password.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+
+from together_reconcile.secrets import SecretKeysError
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+PG_CONNECT_TIMEOUT_S = 5
+
+
+class StoreError(Exception):
+    """The state database cannot be used; the message says which one and why (no password)."""
+
+
+def mask_url(url: str) -> str:
+    """The URL as it may be printed: password masked, query (may carry options) dropped."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "<unparsable URL>"
+    driver = parsed.drivername.split("+", 1)[0]
+    if driver == "sqlite":
+        return f"sqlite:///{parsed.database or ''}"
+    userinfo = ""
+    if parsed.username:
+        userinfo = parsed.username + (":***" if parsed.password else "") + "@"
+    host = parsed.host or ""
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{driver}://{userinfo}{host}{port}/{parsed.database or ''}"
+
+
+def parse_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(
+            "the state URL is not a URL: use sqlite:///path/to/state.db or "
+            "postgresql://user@host:5432/dbname"
+        ) from None
+    scheme = parsed.drivername
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+        return parsed.set(drivername="postgresql+psycopg")
+    if scheme in ("sqlite", "sqlite+pysqlite"):
+        if not parsed.database or parsed.database == ":memory:":
+            raise StoreError(
+                "an in-memory SQLite state database cannot be shared: use sqlite:///path/to/state.db"
+            )
+        return parsed.set(drivername="sqlite+pysqlite")
+    raise StoreError(
+        f"unsupported state database URL scheme {scheme.split('+')[0]!r}: use "
+        "sqlite:///path/to/state.db or postgresql://user@host:5432/dbname"
+    )
+
+
+def _sqlite_path(parsed: URL) -> Path | None:
+    database = parsed.database or ""
+    if parsed.query.get("uri") == "true":
+        if not database.startswith("file:"):
+            return None
+        database = database[len("file:") :]
+    return Path(database)
+
+
+def _is_read_only(error: BaseException) -> bool:
+    orig = getattr(error, "orig", error)
+    if isinstance(orig, sqlite3.Error):
+        text = str(orig).lower()
+        return "readonly" in text or "read-only" in text
+    sqlstate = getattr(orig, "sqlstate", None)
+    return sqlstate == "25006"
+
+
+def _is_connection_failure(orig: BaseException | None) -> bool:
+    """psycopg failed to connect (no SQLSTATE), or the server refused the session."""
+    if not isinstance(orig, psycopg.OperationalError):
+        return False
+    sqlstate = orig.sqlstate
+    # 08 connection exception, 28 authorization, 3D no such database, 57P server shutting down
+    return sqlstate is None or sqlstate.startswith(("08", "28", "3D", "57P"))
+
+
+def _reason(error: BaseException) -> str:
+    orig = getattr(error, "orig", None) or error
+    text = str(orig)
+    if "refused" in text.lower():
+        return "connection refused"
+    if "timeout" in text.lower() or "timed out" in text.lower():
+        return "connection timed out"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(orig).__name__)
+    # psycopg prefixes "connection failed: connection to server at ... failed: <reason>"
+    reason = first.rsplit("failed: ", 1)[-1]
+    return reason.removeprefix("FATAL:").strip()
+
+
+def create_engine(parsed: URL, masked: str) -> Engine:
+    """The engine for a parsed state URL: SQLite (see `_sqlite_engine`) or PostgreSQL."""
+    if parsed.drivername.startswith("sqlite"):
+        return _sqlite_engine(parsed, masked)
+    connect_args: dict[str, Any] = {}
+    if "connect_timeout" not in parsed.query:
+        connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+    return sa.create_engine(
+        parsed,
+        connect_args=connect_args,
+        pool_size=4,
+        max_overflow=16,
+        pool_pre_ping=True,
+    )
+
+
+def _sqlite_engine(parsed: URL, masked: str) -> Engine:
+    path = _sqlite_path(parsed)
+    if path is not None and parsed.query.get("mode") != "ro":
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(
+                f"cannot create the folder of the state database at {masked}: "
+                f"{error.strerror or error}"
+            ) from None
+    engine = sa.create_engine(
+        parsed,
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
+        poolclass=sa.pool.QueuePool,
+        pool_size=4,
+        max_overflow=16,
+    )
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let us issue BEGIN ourselves (pysqlite's own handling defers it), see "begin".
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+            with suppress(sqlite3.OperationalError):  # read-only: keeps its journal mode
+                cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+@contextmanager
+def database_errors(masked: str, *, is_sqlite: bool) -> Iterator[None]:
+    """Turn a database failure into a `StoreError` naming the database (masked) and why."""
+    try:
+        yield
+    except (StoreError, SecretKeysError):
+        raise
+    except DBAPIError as error:
+        if _is_read_only(error):
+            raise StoreError(
+                f"the state database at {masked} is read-only: use a writable "
+                "file or database for TOGETHER_STATE_URL"
+            ) from None
+        if is_sqlite and "locked" in str(error.orig):
+            raise StoreError(
+                f"the state database at {masked} is busy: another process kept it "
+                f"locked for over {SQLITE_BUSY_TIMEOUT_S:g} s; try again"
+            ) from None
+        if error.connection_invalidated or "unable to open" in str(error.orig):
+            raise StoreError(
+                f"cannot reach the state database at {masked}: {_reason(error)}"
+            ) from None
+        if _is_connection_failure(error.orig):
+            raise StoreError(
+                f"cannot reach the state database at {masked}: {_reason(error)}"
+            ) from None
+        raise StoreError(
+            f"the state database at {masked} failed: {type(error.orig).__name__}: {_reason(error)}"
+        ) from None
+    except SQLAlchemyError as error:
+        raise StoreError(f"the state database at {masked} failed: {type(error).__name__}") from None
