@@ -73,7 +73,9 @@ def test_jsonschema_validates_the_examples_directly() -> None:
     import yaml
 
     validator = jsonschema.Draft202012Validator(account_json_schema())
-    for path in sorted((REPO / "accounts").glob("*.yaml")):
+    examples = sorted((REPO / "accounts").glob("*.yaml"))
+    assert examples, "accounts/ holds the example account files"
+    for path in examples:
         assert list(validator.iter_errors(yaml.safe_load(path.read_text()))) == [], path
     bad = {"shopify_store": "acme.myshopify.com", "gorgias_account": "acme.gorgias.com", "x": 1}
     assert not validator.is_valid(bad)

@@ -25,6 +25,8 @@ def test_plan_json_is_one_document_with_accounts_and_summary(scenario: Scenario)
     document = scenario.plan.json()
     assert set(document) >= {"accounts", "summary"}
     assert isinstance(document["summary"], dict)
+    assert document["accounts"], "the scenario plans several accounts"
+    assert any(account["resources"] for account in document["accounts"])
     for account in document["accounts"]:
         assert {"gorgias_account", "action", "resources"} <= set(account)
         for resource in account["resources"]:
@@ -33,14 +35,18 @@ def test_plan_json_is_one_document_with_accounts_and_summary(scenario: Scenario)
 
 
 def test_plan_json_actions_use_the_spec_vocabulary(scenario: Scenario) -> None:
-    for account in scenario.plan.json()["accounts"]:
+    accounts = scenario.plan.json()["accounts"]
+    assert accounts and any(account["resources"] for account in accounts)
+    for account in accounts:
         assert account["action"] in ACCOUNT_ACTIONS
         for resource in account["resources"]:
             assert resource["action"] in RESOURCE_ACTIONS
 
 
 def test_plan_json_gorgias_account_is_the_full_domain(scenario: Scenario) -> None:
-    for account in scenario.plan.json()["accounts"]:
+    accounts = scenario.plan.json()["accounts"]
+    assert accounts
+    for account in accounts:
         assert account["gorgias_account"].endswith(".gorgias.com")
 
 
