@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from together_reconcile.answer import sample_answer
 from together_reconcile.config import Account, AccountFile
 from together_reconcile.desired import (
     OWNERSHIP_MARKER,
+    check_public_url,
     description_identity,
     desired_integration,
     desired_widget,
@@ -109,3 +113,37 @@ def test_every_template_path_exists_in_the_sample_answer() -> None:
     assert answer["final_sale_orders"], "the sample needs orders to check the list's paths"
     _paths(widget["template"], answer, seen)
     assert {"shopify_store", "final_sale_orders", "admin_url", "created_at"} <= set(seen)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("https://together.example.com/", "https://together.example.com"),
+        ("  https://together.example.com/base  ", "https://together.example.com/base"),
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+        ("http://localhost:8000/", "http://localhost:8000"),
+        ("http://[::1]:8000", "http://[::1]:8000"),
+    ],
+)
+def test_public_url_accepts_https_and_loopback_http(value: str, expected: str) -> None:
+    assert check_public_url(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("http://together.example.com", "must use https"),
+        ("http://10.0.0.5:8000", "must use https"),
+        ("ftp://together.example.com", "must be an http(s) URL"),
+        ("together.example.com", "must be an http(s) URL"),
+        ("https://", "must be an http(s) URL"),
+        ("https://user:pw@together.example.com", "no user, password, query or fragment"),
+        ("https://together.example.com/?x=1", "no user, password, query or fragment"),
+        ("https://together.example.com/#top", "no user, password, query or fragment"),
+        ("https://together.example.com:notaport", "is not a valid URL"),
+    ],
+)
+def test_public_url_refuses_what_would_leak_or_break(value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)) as caught:
+        check_public_url(value)
+    assert "pw" not in str(caught.value)

@@ -6,8 +6,10 @@ the same definition the event handler answers with, so the widget's paths always
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from together_reconcile.answer import WIDGET_FIELDS, WidgetField
 from together_reconcile.config import Account, AccountFile
@@ -22,6 +24,39 @@ LIST_LIMIT = 10
 UNKNOWN_COMMIT = "unknown"
 
 _COMMIT_RE = re.compile(r"commit [^\s)]*")
+
+
+def check_public_url(value: str) -> str:
+    """The handler's public base URL, normalised; ValueError saying what to fix otherwise.
+
+    Gorgias sends the event token and the customer's email to it, so it must be HTTPS; plain
+    HTTP is allowed only on loopback (the sandbox and the demo).
+    """
+    try:
+        parts = urlsplit(value.strip())
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    if parts.scheme not in ("https", "http") or not host:
+        raise ValueError("must be an http(s) URL such as https://together.example.com")
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        raise ValueError("must be a plain base URL: no user, password, query or fragment")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ValueError(
+            "must use https (Gorgias sends the event token and customer emails to it); "
+            "plain http is only for loopback addresses"
+        )
+    return value.strip().rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def is_ours(integration: dict[str, Any]) -> bool:

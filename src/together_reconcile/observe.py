@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from together_reconcile.config import AccountFile, load_accounts
-from together_reconcile.desired import desired_integration, desired_widget, is_ours
+from together_reconcile.desired import (
+    check_public_url,
+    desired_integration,
+    desired_widget,
+    is_ours,
+)
 from together_reconcile.gorgias import (
     BasicAuth,
     BearerAuth,
@@ -277,11 +282,10 @@ def public_url_from_env(environ: Mapping[str, str]) -> str:
             "(e.g. https://together.example.com); the integration calls "
             f"{{{PUBLIC_URL_ENV}}}/gorgias/events"
         )
-    if not value.startswith(("https://", "http://")) or len(value.split("://", 1)[1]) == 0:
-        raise SetupError(
-            f"{PUBLIC_URL_ENV} must be an http(s) URL such as https://together.example.com"
-        )
-    return value.rstrip("/")
+    try:
+        return check_public_url(value)
+    except ValueError as error:
+        raise SetupError(f"{PUBLIC_URL_ENV} {error}") from None
 
 
 @dataclass(frozen=True)
