@@ -355,12 +355,15 @@ def test_state_for_another_purpose_is_refused(world: World) -> None:
     other = world.keyring.sign(b'{"a":"acme","n":"x"}', "something-else")
     page = world.callback({"code": "c", "state": other})
     assert (page.status, page.title) == (400, "Connection link not valid")
+    assert f"This link was not issued by Together. {START_AGAIN}" in page.text
+    assert world.stored() == []
 
 
 def test_missing_state_is_refused(world: World) -> None:
     page = world.callback({"code": "c"})
-    assert page.status == 400
+    assert (page.status, page.title) == (400, "Connection link incomplete")
     assert f"The link has no state. {START_AGAIN}" in page.text
+    assert world.stored() == []
 
 
 def test_expired_state_is_refused(world: World) -> None:
@@ -410,6 +413,10 @@ def test_state_of_another_account_cannot_redeem_its_code(world: World) -> None:
     page = world.callback({"code": beta_query["code"], "state": acme_state})
     assert page.status == 400
     assert page.title == "Gorgias refused the connection"
+    assert (
+        "Gorgias did not accept the authorization code (it may have expired or been used), "
+        f"so nothing was connected. {START_AGAIN}"
+    ) in page.text
     assert world.stored() == []
 
 
@@ -437,6 +444,21 @@ def test_missing_code_is_refused(world: World, code: str | None) -> None:
     assert world.stored() == []
 
 
+EXCHANGE_ADVICE = {
+    "Gorgias did not answer": (
+        "Nothing was connected. Try again in a few minutes from the Together app in Gorgias."
+    ),
+    "Gorgias refused the connection": (
+        "Gorgias did not accept the authorization code (it may have expired or been used), "
+        "so nothing was connected."
+    ),
+    "Gorgias gave an unexpected answer": (
+        "Nothing was connected. Try again from the Together app in Gorgias; if it keeps "
+        "failing, contact Together support."
+    ),
+}
+
+
 @pytest.mark.parametrize(
     ("fault", "status", "title"),
     [
@@ -454,6 +476,7 @@ def test_token_endpoint_failures(
     world.sandbox.control.add_fault(path_contains="/oauth/token", **fault)
     page = world.callback(query)
     assert (page.status, page.title) == (status, title)
+    assert EXCHANGE_ADVICE[title] in page.text
     assert "Traceback" not in page.text
     assert world.stored() == []
 
@@ -463,6 +486,7 @@ def test_token_endpoint_refusing_our_client_credentials(world: World) -> None:
     world.sandbox.control.set_oauth_client(CLIENT_ID, "rotated-secret")
     page = world.callback(query)
     assert (page.status, page.title) == (502, "Gorgias refused Together's app credentials")
+    assert "Nothing was connected. Please contact Together support." in page.text
     assert world.stored() == []
 
 
@@ -498,6 +522,7 @@ def test_token_endpoint_answering_non_json(world: World, not_json_server: str) -
     world.app.oauth = world.routes(oauth=oauth)
     page = world.callback(query)
     assert (page.status, page.title) == (502, "Gorgias gave an unexpected answer")
+    assert EXCHANGE_ADVICE["Gorgias gave an unexpected answer"] in page.text
     assert world.stored() == []
 
 
@@ -507,6 +532,8 @@ def test_token_endpoint_unreachable(world: World) -> None:
     world.app.oauth = world.routes(oauth=OAuthSettings(closed, PUBLIC_URL))
     page = world.callback(query)
     assert (page.status, page.title) == (502, "Gorgias did not answer")
+    assert EXCHANGE_ADVICE["Gorgias did not answer"] in page.text
+    assert world.stored() == []
 
 
 # ---------------------------------------------------------------- the nonce table
