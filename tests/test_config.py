@@ -75,7 +75,11 @@ def test_empty_file(tmp_path: Path) -> None:
 
 
 def test_comment_only_file_is_empty(tmp_path: Path) -> None:
-    assert only(tmp_path, "# nothing\n")[2].startswith("file is empty")
+    assert only(tmp_path, "# nothing\n") == (
+        1,
+        1,
+        "file is empty: write shopify_store and gorgias_account",
+    )
 
 
 @pytest.mark.parametrize(
