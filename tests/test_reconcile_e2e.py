@@ -323,7 +323,11 @@ def test_over_the_delete_cap_changes_nothing_and_exits_3(world: World) -> None:
     world.sandbox.control.clear_requests()
     refused = world.cli("apply", "--yes")
     assert refused.exit_code == 3
-    assert "--max-deletes 4" in refused.output
+    assert refused.output.endswith(
+        "the plan deletes 4 (accounts losing their integration and widget, plus extra "
+        "duplicates), over the cap of 3; nothing was changed. Check the plan, then raise the cap "
+        "with --max-deletes 4 (or TOGETHER_MAX_DELETES)\n"
+    )
     assert world.writes() == []
     done = world.cli("apply", "--yes", "--max-deletes", "4")
     assert done.exit_code == 0, done.output
@@ -480,7 +484,10 @@ def test_two_applies_at_once_never_interleave(world: World) -> None:
     world._keep(output.decode())
     assert first.returncode == 0, output.decode()
     assert second.exit_code == 3
-    assert "another apply holds the lock" in second.output
+    assert second.output.startswith(
+        f"error: another apply holds the lock on the state database at {world.state_url} "
+    )
+    assert "waited 0.5 s. Try again when it has finished" in second.output
     assert len(world.ours("acme")) == 1
 
 
