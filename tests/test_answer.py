@@ -23,6 +23,7 @@ def test_sample_answer_round_trips_through_json() -> None:
 def test_widget_fields_name_real_answer_keys() -> None:
     answer_keys = set(EventAnswer.model_fields)
     order_keys = set(FinalSaleOrder.model_fields)
+    assert WIDGET_FIELDS.top_level and WIDGET_FIELDS.list_item_fields  # else <= proves nothing
     assert {field.key for field in WIDGET_FIELDS.top_level} <= answer_keys
     assert WIDGET_FIELDS.list_path in answer_keys
     assert {field.key for field in WIDGET_FIELDS.list_item_fields} <= order_keys

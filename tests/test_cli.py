@@ -12,13 +12,22 @@ from together_reconcile.cli import main
 
 
 @pytest.mark.parametrize(
-    "args",
-    [["--no-such-flag"], ["plan", "--no-such-flag"], ["apply", "--max-deletes", "many"], ["nope"]],
+    ("args", "error"),
+    [
+        (["--no-such-flag"], "Error: No such option '--no-such-flag'."),
+        (["plan", "--no-such-flag"], "Error: No such option '--no-such-flag'."),
+        (
+            ["apply", "--max-deletes", "many"],
+            "Error: Invalid value for '--max-deletes': 'many' is not a valid integer range.",
+        ),
+        (["nope"], "Error: No such command 'nope'."),
+    ],
 )
-def test_usage_error_exits_1_not_2(args: list[str]) -> None:
+def test_usage_error_exits_1_not_2(args: list[str], error: str) -> None:
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1, result.output
     assert "Usage:" in result.output
+    assert result.output.splitlines()[-1] == error
 
 
 def test_help_and_version_exit_0() -> None:
