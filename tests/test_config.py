@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from together_reconcile import config
 from together_reconcile.config import (
     Account,
     ConfigError,
@@ -455,3 +456,17 @@ def test_example_accounts_are_valid() -> None:
     loaded = load_accounts(accounts)
     assert sorted(loaded) == ["acme.gorgias.com", "globex.gorgias.com", "initech.gorgias.com"]
     assert loaded["globex.gorgias.com"].account.lookback_days == 30
+
+
+@pytest.mark.parametrize(
+    ("pattern_name", "value"),
+    [
+        ("GORGIAS_ACCOUNT_RE", "acme.gorgias.com\n"),
+        ("SHOPIFY_STORE_RE", "acme.myshopify.com\n"),
+        ("SUBDOMAIN_RE", "acme\n"),
+    ],
+)
+def test_domain_patterns_refuse_a_trailing_newline(pattern_name: str, value: str) -> None:
+    pattern = getattr(config, pattern_name)
+    assert pattern.match(value.rstrip("\n"))
+    assert pattern.match(value) is None

@@ -32,9 +32,17 @@ def _any_case(literal: str) -> str:
 SUBDOMAIN_PATTERN = r"[A-Za-z0-9][A-Za-z0-9-]{0,62}"
 SHOPIFY_STORE_PATTERN = rf"^{SUBDOMAIN_PATTERN}\.{_any_case('myshopify.com')}$"
 GORGIAS_ACCOUNT_PATTERN = rf"^{SUBDOMAIN_PATTERN}\.{_any_case('gorgias.com')}$"
-SHOPIFY_STORE_RE = re.compile(SHOPIFY_STORE_PATTERN)
-GORGIAS_ACCOUNT_RE = re.compile(GORGIAS_ACCOUNT_PATTERN)
-SUBDOMAIN_RE = re.compile(rf"^{SUBDOMAIN_PATTERN}$")
+
+
+def _whole_value(ecma_pattern: str) -> re.Pattern[str]:
+    """Compile for Python with `$` as end of text: Python's `$` also matches before a final
+    newline, so `acme.gorgias.com\n` would pass `.match` (ECMA's `$` does not allow that)."""
+    return re.compile(ecma_pattern.removesuffix("$") + r"\Z")
+
+
+SHOPIFY_STORE_RE = _whole_value(SHOPIFY_STORE_PATTERN)
+GORGIAS_ACCOUNT_RE = _whole_value(GORGIAS_ACCOUNT_PATTERN)
+SUBDOMAIN_RE = _whole_value(rf"^{SUBDOMAIN_PATTERN}$")
 MAX_LOOKBACK_DAYS = 60
 DEFAULT_WIDGET_TITLE = "Together"
 MAX_FILE_BYTES = 64 * 1024
