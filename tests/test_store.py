@@ -626,6 +626,16 @@ def test_missing_sqlite_file_in_read_only_mode(tmp_path: Path) -> None:
             "postgresql://user@host:5432/dbname",
         ),
         (
+            "postgresql://u:hunter2@host:notaport/db",
+            "the state URL is not a URL: use sqlite:///path/to/state.db or "
+            "postgresql://user@host:5432/dbname",
+        ),
+        (
+            "postgresql://u:hunter2@[::1:5432/db",
+            "the state URL is not a URL: use sqlite:///path/to/state.db or "
+            "postgresql://user@host:5432/dbname",
+        ),
+        (
             "sqlite://",
             "an in-memory SQLite state database cannot be shared: use sqlite:///path/to/state.db",
         ),
@@ -643,3 +653,4 @@ def test_mask_url() -> None:
     )
     assert store_module.mask_url("postgresql://h/db") == "postgresql://h/db"
     assert store_module.mask_url("sqlite:///rel/state.db") == "sqlite:///rel/state.db"
+    assert store_module.mask_url("postgresql://u:hunter2@h:notaport/db") == "<unparsable URL>"

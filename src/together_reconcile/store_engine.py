@@ -32,7 +32,7 @@ def mask_url(url: str) -> str:
     """The URL as it may be printed: password masked, query (may carry options) dropped."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         return "<unparsable URL>"
     driver = parsed.drivername.split("+", 1)[0]
     if driver == "sqlite":
@@ -48,7 +48,7 @@ def mask_url(url: str) -> str:
 def parse_url(url: str) -> URL:
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise StoreError(
             "the state URL is not a URL: use sqlite:///path/to/state.db or "
             "postgresql://user@host:5432/dbname"
