@@ -225,11 +225,23 @@ def test_dropped_connection_on_post_is_create_outcome_unknown(acme: Any) -> None
     assert client.request_count == 1
 
 
-SHORT = httpx.Timeout(connect=2.0, read=0.2, write=2.0, pool=2.0)
+# A read timeout a loaded 2-core CI machine still answers a plain request within; the slow
+# faults below hold their answer three times as long.
+SHORT = httpx.Timeout(connect=2.0, read=0.5, write=2.0, pool=2.0)
+HELD_S = 1.5
+
+
+def wait_for_held_answers(sandbox: Any, method: str, count: int) -> list[dict[str, Any]]:
+    """Wait until the sandbox has finished `count` requests of `method` (held ones included),
+    so none finishes later inside another test's log or state; returns them."""
+    deadline = time.monotonic() + 10
+    while len(gorgias_requests(sandbox, method)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return gorgias_requests(sandbox, method)
 
 
 def test_slow_answer_on_get_times_out_then_unavailable(acme: Any) -> None:
-    acme.control.add_fault(target="gorgias", kind="slow", method="GET", delay_s=0.6, count=2)
+    acme.control.add_fault(target="gorgias", kind="slow", method="GET", delay_s=HELD_S, count=2)
     with (
         client_for(acme, timeout=SHORT, max_retries=1) as client,
         pytest.raises(GorgiasUnavailable) as caught,
@@ -237,18 +249,24 @@ def test_slow_answer_on_get_times_out_then_unavailable(acme: Any) -> None:
         client.list_integrations()
     assert client.request_count == 2
     assert "ReadTimeout" in str(caught.value)
+    assert [r["status"] for r in wait_for_held_answers(acme, "GET", 2)] == [200, 200]
 
 
 def test_slow_answer_on_get_once_is_retried(acme: Any) -> None:
-    acme.control.add_fault(target="gorgias", kind="slow", method="GET", delay_s=0.6, count=1)
+    acme.control.add_fault(target="gorgias", kind="slow", method="GET", delay_s=HELD_S, count=1)
     with client_for(acme, timeout=SHORT) as client:
         assert client.list_integrations() == []
     assert client.request_count == 2
+    assert [r["status"] for r in wait_for_held_answers(acme, "GET", 2)] == [200, 200]
 
 
 def test_slow_answer_on_post_is_create_outcome_unknown(acme: Any) -> None:
-    acme.control.add_fault(target="gorgias", kind="slow", method="POST", delay_s=0.6, count=1)
+    acme.control.add_fault(target="gorgias", kind="slow", method="POST", delay_s=HELD_S, count=1)
     with client_for(acme, timeout=SHORT) as client, pytest.raises(CreateOutcomeUnknown) as caught:
         client.create_integration(http_integration("ours"))
     assert "ReadTimeout" in str(caught.value)
     assert client.request_count == 1
+    # the sandbox still makes the held create: wait for it, so that it cannot land in the
+    # next test's fresh "acme" (same name, same token)
+    assert [r["status"] for r in wait_for_held_answers(acme, "POST", 1)] == [201]
+    assert [i["name"] for i in acme.control.integrations("acme")] == ["ours"]

@@ -437,6 +437,11 @@ def test_slow_fault_delays_the_answer(sandbox: RunningSandbox, acme: httpx.Clien
     sandbox.control.add_fault("gorgias", "slow", delay_s=0.5)
     with pytest.raises(httpx.ReadTimeout):
         acme.get("/api/widgets", timeout=0.1)
+    # the held answer is still made: wait for it, or it lands in the next test's request log
+    deadline = time.monotonic() + 10
+    while len(sandbox.control.requests()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [r["status"] for r in sandbox.control.requests()] == [200, 200]
 
 
 def test_write_then_fail_performs_the_write(sandbox: RunningSandbox, acme: httpx.Client) -> None:
