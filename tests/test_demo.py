@@ -282,7 +282,7 @@ def test_a_failing_step_stops_the_demo_with_the_reason(tmp_path: Path) -> None:
     assert run.returncode == 1
     assert re.search(r"/initech\.yaml:1:16: .*acme\.myshopify\.com", run.output), run.output
     assert run.output.rstrip().endswith(
-        "error: the demo stopped: `together-reconcile validate` exited 1, expected 0"
+        "Error: the demo stopped: `together-reconcile validate` exited 1, expected 0"
     )
     assert_nothing_left_behind(run)
 

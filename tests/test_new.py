@@ -37,7 +37,7 @@ def test_refuses_to_overwrite(tmp_path: Path) -> None:
     existing = accounts / "acme.yaml"
     existing.write_text("keep me\n")
     code, output = new(accounts, "acme", "--store", "acme.myshopify.com")
-    assert (code, output) == (1, f"error: {existing} already exists: edit it instead\n")
+    assert (code, output) == (1, f"Error: {existing} already exists: edit it instead\n")
     assert existing.read_text() == "keep me\n"
 
 
@@ -67,7 +67,7 @@ def test_refuses_to_overwrite(tmp_path: Path) -> None:
 )
 def test_bad_input_writes_nothing(tmp_path: Path, args: list[str], message: str) -> None:
     accounts = tmp_path / "accounts"
-    assert new(accounts, *args) == (1, f"error: {message}\n")
+    assert new(accounts, *args) == (1, f"Error: {message}\n")
     assert not accounts.exists() or list(accounts.iterdir()) == []
 
 
@@ -77,7 +77,7 @@ def test_refuses_a_store_already_linked(tmp_path: Path) -> None:
     code, output = new(accounts, "beta", "--store", "ACME.myshopify.com")
     assert (code, output) == (
         1,
-        f"error: --store: acme.myshopify.com is already linked in {accounts / 'acme.yaml'}: "
+        f"Error: --store: acme.myshopify.com is already linked in {accounts / 'acme.yaml'}: "
         "a store links to one Gorgias account\n",
     )
     assert not (accounts / "beta.yaml").exists()

@@ -485,7 +485,7 @@ def test_two_applies_at_once_never_interleave(world: World) -> None:
     assert first.returncode == 0, output.decode()
     assert second.exit_code == 3
     assert second.output.startswith(
-        f"error: another apply holds the lock on the state database at {world.state_url} "
+        f"Error: another apply holds the lock on the state database at {world.state_url} "
     )
     assert "waited 0.5 s. Try again when it has finished" in second.output
     assert len(world.ours("acme")) == 1

@@ -37,7 +37,7 @@ def test_check_fails_on_a_stale_copy(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert result.output == (
-        f"error: {stale} is stale; regenerate it with: together-reconcile schema > {stale}\n"
+        f"Error: {stale} is stale; regenerate it with: together-reconcile schema > {stale}\n"
     )
 
 

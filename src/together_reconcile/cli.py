@@ -124,11 +124,11 @@ def schema(check: bool, schema_file: Path) -> None:
     try:
         committed = schema_file.read_text(encoding="utf-8")
     except OSError as exc:
-        click.echo(f"error: cannot read {schema_file}: {exc.strerror}", err=True)
+        click.echo(f"Error: cannot read {schema_file}: {exc.strerror}", err=True)
         raise SystemExit(1) from None
     if committed != text:
         click.echo(
-            f"error: {schema_file} is stale; regenerate it with: "
+            f"Error: {schema_file} is stale; regenerate it with: "
             f"together-reconcile schema > {schema_file}",
             err=True,
         )
@@ -153,7 +153,7 @@ def new(options: Options, subdomain: str, store: str) -> None:
     try:
         path = config.new_account_file(options.accounts_dir, subdomain, store)
     except config.AccountInputError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"Error: {exc}", err=True)
         raise SystemExit(1) from None
     click.echo(f"wrote {path}")
 
@@ -499,7 +499,7 @@ def apply_command(
             commit=session.reconciler.desired.commit,
         )
     except (apply_module.ApplyRefused, store_module.LockTimeout) as error:
-        click.echo(f"error: {error}", err=True)
+        click.echo(f"Error: {error}", err=True)
         raise SystemExit(apply_module.EXIT_REFUSED) from None
     except (observe_module.SetupError, store_module.StoreError) as error:
         raise click.ClickException(str(error)) from None

@@ -505,7 +505,7 @@ def main_entry(echo: Echo, *, pause_s: float = 0.0) -> int:
     try:
         run_demo(echo, pause_s=pause_s)
     except DemoFailed as error:
-        echo(f"error: the demo stopped: {error}")
+        echo(f"Error: the demo stopped: {error}")
         return 1
     except (KeyboardInterrupt, Interrupted):
         with suppress(Exception):
