@@ -13,7 +13,6 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
@@ -88,6 +87,8 @@ def _is_read_only(error: BaseException) -> bool:
 
 def _is_connection_failure(orig: BaseException | None) -> bool:
     """psycopg failed to connect (no SQLSTATE), or the server refused the session."""
+    import psycopg  # here, not at the top: SQLite users (and every CLI start) skip ~50 ms
+
     if not isinstance(orig, psycopg.OperationalError):
         return False
     sqlstate = orig.sqlstate
