@@ -110,7 +110,10 @@ def workspace(sandbox: RunningSandbox, tmp_path: Path) -> Workspace:
         "TOGETHER_STATE_URL": state_url,
         "TOGETHER_PUBLIC_URL": "http://127.0.0.1:9",
         "TOGETHER_GORGIAS_URL": sandbox.gorgias_url_template,
+        "TOGETHER_GORGIAS_CLIENT_ID": "workflow-client",
+        "TOGETHER_GORGIAS_CLIENT_SECRET": "workflow-client-secret",
     }
+    sandbox.control.set_oauth_client("workflow-client", "workflow-client-secret")
     return Workspace(checkout, values, tmp_path / "summary.md", tmp_path / "output.txt")
 
 
@@ -153,6 +156,7 @@ def test_pull_request_merge_and_nightly_steps_run_against_the_sandbox(
     every_output = workspace.summary.read_text("utf-8") + (workspace.path / "plan.md").read_text()
     assert workspace.values["TOGETHER_SECRET_KEYS"] not in every_output
     assert "workflow-token-" not in every_output
+    assert "workflow-client-secret" not in every_output
 
 
 def test_a_renamed_flag_in_a_workflow_step_fails_the_step(workspace: Workspace) -> None:
