@@ -46,3 +46,12 @@ def test_python_dash_m_runs_the_same_cli() -> None:
     )
     assert done.returncode == 1
     assert "No such option" in done.stderr
+
+
+def test_serve_help_states_the_defaults_serve_really_uses() -> None:
+    from together_reconcile import serve
+
+    help_text = " ".join(CliRunner().invoke(main, ["serve", "--help"]).output.split())
+    defaults = serve.ServeOptions()
+    for value in (defaults.host, defaults.port, defaults.workers, defaults.threads):
+        assert f"[default: {value}]" in help_text
