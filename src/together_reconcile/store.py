@@ -554,11 +554,6 @@ class Store:
         lease_s: float = 60.0,
         name: str = APPLY_LOCK_NAME,
     ) -> AbstractContextManager[None]:
-        """Hold the store-wide apply lock; wait at most `timeout_s`, then raise `LockTimeout`.
-
-        The lock is a row with a lease, renewed in the background while held. A holder that
-        died stops renewing: its lock is taken over once the lease ends, or at once when it
-        ran on this host and its process no longer exists.
-        """
+        """Hold the store-wide apply lock (see `store_lock.LeasedLock.hold`)."""
         lock = LeasedLock(self._write, is_sqlite=self._is_sqlite, masked_url=self._masked)
         return lock.hold(timeout_s, poll_s, lease_s=lease_s, name=name)
