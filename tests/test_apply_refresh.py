@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.oauth_helpers import sandbox_tokens
 from together_reconcile.apply import Applier, ApplyReport
 from together_reconcile.observe import Session, make_plan, open_session
 from together_reconcile.plan import Plan
@@ -37,23 +38,15 @@ class World:
 
     def connect(self) -> Credential:
         """Tokens from a real authorize + code exchange, stored as valid for 20 hours."""
-        base = self.sandbox.gorgias_url_template.format(account="acme")
         with httpx.Client(timeout=10) as http:
-            authorize = http.get(
-                base + "/oauth/authorize",
-                params={
-                    "response_type": "code",
-                    "client_id": CLIENT_ID,
-                    "redirect_uri": REDIRECT,
-                    "scope": "openid offline integrations:read integrations:write",
-                },
+            tokens = sandbox_tokens(
+                self.sandbox,
+                http,
+                account="acme",
+                client_id=CLIENT_ID,
+                client_secret=CLIENT_SECRET,
+                redirect_uri=REDIRECT,
             )
-            code = httpx.URL(authorize.headers["location"]).params["code"]
-            tokens = http.post(
-                base + "/oauth/token",
-                data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT},
-                auth=(CLIENT_ID, CLIENT_SECRET),
-            ).json()
         credential = Credential(
             "gorgias",
             DOMAIN,

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from tests.oauth_helpers import sandbox_tokens
 from together_reconcile.cli import main
 from together_reconcile.sandbox import RunningSandbox
 from together_reconcile.secrets import Keyring, fingerprint
@@ -43,22 +44,14 @@ class Setup:
 
     def connect(self, *, expires_in: timedelta) -> Credential:
         """Tokens from a real authorize + code exchange, stored to expire in `expires_in`."""
-        base = self.sandbox.gorgias_url_template.format(account="acme")
-        authorize = self.http.get(
-            base + "/oauth/authorize",
-            params={
-                "response_type": "code",
-                "client_id": CLIENT_ID,
-                "redirect_uri": REDIRECT,
-                "scope": "openid offline integrations:read integrations:write",
-            },
+        tokens = sandbox_tokens(
+            self.sandbox,
+            self.http,
+            account="acme",
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            redirect_uri=REDIRECT,
         )
-        code = httpx.URL(authorize.headers["location"]).params["code"]
-        tokens = self.http.post(
-            base + "/oauth/token",
-            data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT},
-            auth=(CLIENT_ID, CLIENT_SECRET),
-        ).json()
         credential = Credential(
             "gorgias",
             DOMAIN,
