@@ -2,9 +2,11 @@
 
 Three kinds of checks, none of which runs GitHub itself:
 (a) actionlint (with ShellCheck on every `run:` script) finds nothing;
-(b) the security and safety invariants hold: least-privilege permissions, actions pinned to a
-    full version, apply serialised in the `reconcile` group inside an environment, plan's fork
-    guard, no `${{ }}` expression inside a `run:` script, secrets only in `env:`;
+(b) the security and safety invariants hold: least-privilege permissions (none at workflow
+    level, each job its own), actions pinned to a full version, apply serialised in the
+    `reconcile` group inside an environment, plan's fork guard, no `${{ }}` expression inside a
+    `run:` script, secrets only in `env:` (what may run next to a secret:
+    tests/test_workflow_security.py);
 (c) every `together-reconcile ...` command line the workflows and the hook run names a command,
     options and choice values that exist in the real CLI (click introspection), so a renamed
     flag fails here rather than in production.
@@ -34,9 +36,8 @@ WORKFLOW_PATHS = sorted([*WORKFLOWS_DIR.glob("*.yml"), *WORKFLOWS_DIR.glob("*.ya
 HOOKS_PATH = ROOT / ".pre-commit-hooks.yaml"
 PROGRAM = "together-reconcile"
 
-# The only write scopes any workflow holds, and where.
-TOP_LEVEL_WRITES = {"drift.yml": {"issues"}}
-JOB_WRITES = {("plan.yml", "plan"): {"pull-requests"}}
+# The only write scopes any workflow holds, and where: never at workflow level.
+JOB_WRITES = {("plan.yml", "plan"): {"pull-requests"}, ("drift.yml", "drift"): {"issues"}}
 
 # Environment variables the product reads (SPEC "Environment"), plus the test suite's own.
 KNOWN_TOGETHER_ENV = {
@@ -188,13 +189,11 @@ def check_permissions(scope: str, permissions: Any, allowed_writes: set[str]) ->
 def test_permissions_are_least_privilege(workflow_file: Path) -> None:
     workflow = load_workflow(workflow_file)
     name = workflow_file.name
-    problems = check_permissions(
-        name, workflow.get("permissions"), TOP_LEVEL_WRITES.get(name, set())
-    )
+    assert workflow.get("permissions") == {}, f"{name}: `permissions: {{}}` at workflow level"
+    problems = []
     for job_name, job in jobs(workflow).items():
         allowed = JOB_WRITES.get((name, job_name), set())
-        if "permissions" in job or allowed:
-            problems += check_permissions(f"{name} job {job_name}", job.get("permissions"), allowed)
+        problems += check_permissions(f"{name} job {job_name}", job.get("permissions"), allowed)
     assert problems == []
 
 
@@ -270,10 +269,13 @@ def test_checkout_does_not_keep_the_token(workflow_file: Path) -> None:
     assert all(step.get("with", {}).get("persist-credentials") is False for step in checkouts)
 
 
-def test_no_privileged_triggers(workflow_file: Path) -> None:
-    """pull_request_target / workflow_run would run with secrets on a fork's say-so."""
-    triggers = load_workflow(workflow_file)["on"]
-    assert not {"pull_request_target", "workflow_run"} & set(triggers)
+def test_privileged_triggers_only_where_reviewed(workflow_file: Path) -> None:
+    """pull_request_target only for plan.yml (main's code over the PR's data; the security
+    test checks nothing from the pull request runs there); workflow_run nowhere."""
+    triggers = set(load_workflow(workflow_file)["on"])
+    assert "workflow_run" not in triggers
+    if workflow_file.name != "plan.yml":
+        assert "pull_request_target" not in triggers
 
 
 def test_every_job_has_a_timeout(workflow_file: Path) -> None:
@@ -294,7 +296,7 @@ def test_ci_runs_make_test_against_postgres() -> None:
     assert set(workflow["on"]) == {"push", "pull_request"}
     (job,) = jobs(workflow).values()
     postgres = job["services"]["postgres"]
-    assert postgres["image"] == "postgres:15"
+    assert re.fullmatch(r"postgres:15@sha256:[0-9a-f]{64}", postgres["image"])  # pinned
     assert postgres["env"]["POSTGRES_HOST_AUTH_METHOD"] == "trust"
     assert postgres["ports"] == ["5432:5432"]
     assert "--health-cmd" in postgres["options"]
@@ -306,16 +308,21 @@ def test_ci_runs_make_test_against_postgres() -> None:
 
 def test_plan_runs_on_account_changes_and_keeps_secrets_from_forks() -> None:
     workflow = workflow_named("plan.yml")
-    assert set(workflow["on"]) == {"pull_request"}
-    assert sorted(workflow["on"]["pull_request"]["paths"]) == ["accounts/**", "schemas/**"]
+    assert set(workflow["on"]) == {"pull_request_target"}
+    trigger = workflow["on"]["pull_request_target"]
+    assert trigger["branches"] == ["main"]
+    assert sorted(trigger["paths"]) == ["accounts/**", "schemas/**"]
     validate, plan = jobs(workflow)["validate"], jobs(workflow)["plan"]
     assert "secrets." not in yaml.safe_dump(validate)
+    assert "environment" not in validate
     assert "if" not in validate  # forks are validated too
     assert plan["needs"] == "validate"
     assert "github.event.pull_request.head.repo.full_name == github.repository" in plan["if"]
-    assert "environment" not in plan
+    assert plan["environment"] == "plan"
     runs = [s["run"] for s in plan["steps"] if "run" in s]
-    assert any("plan --format markdown --out plan.json" in run for run in runs)
+    assert any(
+        "--accounts-dir pr/accounts plan --format markdown --out plan.json" in run for run in runs
+    )
     comment = next(run for run in runs if "gh api" in run)
     assert "<!-- together-reconcile-plan -->" in comment
     assert "--method PATCH" in comment and "--method POST" in comment
@@ -339,9 +346,11 @@ def test_apply_is_serialised_in_an_environment() -> None:
 def test_drift_reports_into_one_issue() -> None:
     workflow = workflow_named("drift.yml")
     assert set(workflow["on"]) == {"schedule", "workflow_dispatch"}
-    assert workflow["permissions"] == {"contents": "read", "issues": "write"}
+    assert workflow["permissions"] == {}
     assert workflow["concurrency"]["group"] != "reconcile"  # never displaces a queued apply
     (job,) = jobs(workflow).values()
+    assert job["permissions"] == {"contents": "read", "issues": "write"}
+    assert job["environment"] == "plan"
     plan = next(s for s in job["steps"] if s.get("id") == "plan")
     assert "plan --detailed-exitcode --format markdown" in plan["run"]
     on_drift = next(
@@ -362,7 +371,15 @@ class Invocation:
 
     @property
     def command_name(self) -> str:
-        return next((arg for arg in self.args if not arg.startswith("-")), "")
+        """The first word that is neither a group option nor its value."""
+        args = iter(self.args)
+        for arg in args:
+            if not arg.startswith("-"):
+                return arg
+            option = find_option(main, arg.partition("=")[0])
+            if option is not None and not (option.is_flag or option.count) and "=" not in arg:
+                next(args, None)
+        return ""
 
 
 def invocations_in_script(script: str) -> Iterator[tuple[str, ...]]:
@@ -423,7 +440,7 @@ def check_arguments(group: click.Command, args: tuple[str, ...]) -> list[str]:
                 value, index = args[index], index + 1
             problems += check_value(f"{' '.join(path)} {name}", option.type, value)
         elif isinstance(command, click.Group):
-            sub = command.commands.get(arg)
+            sub = command.get_command(click.Context(command), arg)  # lazy groups load here
             if sub is None:
                 problems.append(f"`{' '.join(path)}` has no command {arg!r}")
                 return problems
