@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/together-reconcile demo
 
-test: lint typecheck schema-check pytest
+test: lint typecheck schema-check workflow-security pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -29,6 +29,20 @@ schema-check: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+# The workflows' security audit (issue 15): zizmor, offline, its strictest persona; any finding
+# above "low" fails. tests/test_workflow_security.py checks what may run next to a secret.
+.PHONY: workflow-security lock
+workflow-security: $(STAMP)
+	$(BIN)/zizmor --offline --no-progress --persona auditor --min-severity medium .github/workflows/
+
+# requirements/ci.lock: the hash-pinned dependencies (and build backend) that the workflow jobs
+# holding secrets install with `pip install --require-hashes`. Run after changing dependencies
+# in pyproject.toml; `make lock ARGS=--upgrade` moves every pin to the newest allowed version.
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --generate-hashes --all-build-deps --strip-extras --allow-unsafe \
+	  --no-emit-find-links --no-emit-index-url --no-emit-trusted-host $(ARGS) \
+	  --output-file requirements/ci.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) .together .pytest_cache .mypy_cache .ruff_cache
