@@ -106,7 +106,7 @@ def baseline_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     length = int(environ.get("CONTENT_LENGTH") or 0)
     event = json.loads(environ["wsgi.input"].read(length))
     subdomain = event["account_domain"].split(".", 1)[0]
-    from together_reconcile.shopify import FINAL_SALE_ORDERS_QUERY, build_search_query
+    from together_reconcile.events.shopify import FINAL_SALE_ORDERS_QUERY, build_search_query
 
     cutoff = datetime.now(UTC) - timedelta(days=60)
     answer = _baseline_client.post(

@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from together_reconcile.apply import Applier
-from together_reconcile.observe import DEFAULT_PLAN_CONCURRENCY, make_plan, open_session
+from together_reconcile.reconcile.apply import Applier
+from together_reconcile.reconcile.observe import DEFAULT_PLAN_CONCURRENCY, make_plan, open_session
 from together_reconcile.sandbox import SandboxController
 from together_reconcile.secrets import generate_key
 from together_reconcile.store import Credential, Store

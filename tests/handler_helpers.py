@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from together_reconcile.handler import HandlerApp
+from together_reconcile.events.app import HandlerApp
 
 SHOPIFY_TOKEN = "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"
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from together_reconcile.oauth import SCOPES
+from together_reconcile.gorgias.oauth import SCOPES
 from together_reconcile.sandbox import RunningSandbox
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from together_reconcile.answer import (
+from together_reconcile.config import Account
+from together_reconcile.events.answer import (
     WIDGET_FIELDS,
     EventAnswer,
     FinalSaleOrder,
@@ -11,7 +12,6 @@ from together_reconcile.answer import (
     sample_answer,
     summarize_items,
 )
-from together_reconcile.config import Account
 
 
 def test_sample_answer_round_trips_through_json() -> None:

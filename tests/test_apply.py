@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 
 from tests.test_plan import DOMAIN, desired, live_integration, live_widget
-from together_reconcile.apply import (
+from together_reconcile.config import Account, AccountFile
+from together_reconcile.gorgias.client import CreateOutcomeUnknown, NotFound
+from together_reconcile.gorgias.reasons import (
+    CREDENTIALS_REJECTED,
+    NOT_CONNECTED,
+)
+from together_reconcile.reconcile.apply import (
     ApplyRefused,
     ApplyReport,
     ApplyStepError,
@@ -26,13 +32,9 @@ from together_reconcile.apply import (
     load_saved_plan,
     run_apply,
 )
-from together_reconcile.config import Account, AccountFile
-from together_reconcile.desired import is_ours
-from together_reconcile.gorgias import CreateOutcomeUnknown, NotFound
-from together_reconcile.observe import DesiredState, GorgiasAuthProvider, Reconciler
-from together_reconcile.plan import (
-    CREDENTIALS_REJECTED,
-    NOT_CONNECTED,
+from together_reconcile.reconcile.desired import is_ours
+from together_reconcile.reconcile.observe import DesiredState, GorgiasAuthProvider, Reconciler
+from together_reconcile.reconcile.plan import (
     FieldDiff,
     Observation,
     ResourcePlan,
@@ -40,7 +42,7 @@ from together_reconcile.plan import (
     plan_account,
     sorted_plan,
 )
-from together_reconcile.render import saved_plan_document
+from together_reconcile.reconcile.render import saved_plan_document
 from together_reconcile.secrets import Keyring
 from together_reconcile.store import Credential, Store
 

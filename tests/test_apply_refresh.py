@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from tests.oauth_helpers import sandbox_tokens
-from together_reconcile.apply import Applier, ApplyReport
-from together_reconcile.observe import Session, make_plan, open_session
-from together_reconcile.plan import Plan
+from together_reconcile.reconcile.apply import Applier, ApplyReport
+from together_reconcile.reconcile.observe import Session, make_plan, open_session
+from together_reconcile.reconcile.plan import Plan
 from together_reconcile.sandbox import RunningSandbox
 from together_reconcile.secrets import generate_key
 from together_reconcile.store import Credential

@@ -49,7 +49,7 @@ def test_python_dash_m_runs_the_same_cli() -> None:
 
 
 def test_serve_help_states_the_defaults_serve_really_uses() -> None:
-    from together_reconcile import serve
+    from together_reconcile.events import serve
 
     help_text = " ".join(CliRunner().invoke(main, ["serve", "--help"]).output.split())
     defaults = serve.ServeOptions()

@@ -13,8 +13,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from together_reconcile import account_schema
 from together_reconcile.config import account_json_schema, validate_paths
+from together_reconcile.config import schema as account_schema
 
 GOOD = "acme.myshopify.com", "acme.gorgias.com"
 LABEL_63 = "a" * 63

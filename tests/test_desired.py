@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from together_reconcile.answer import sample_answer
 from together_reconcile.config import Account, AccountFile
-from together_reconcile.desired import (
+from together_reconcile.events.answer import sample_answer
+from together_reconcile.reconcile.desired import (
     OWNERSHIP_MARKER,
     check_public_url,
     description_identity,

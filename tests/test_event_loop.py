@@ -13,7 +13,7 @@ from tests.handler_helpers import SHOPIFY_TOKEN, write_accounts
 from tests.serve_helpers import ServedHandler, run_serve
 from tests.test_serve import KEYRING, KEYS, order
 from together_reconcile.config import load_accounts
-from together_reconcile.desired import desired_integration
+from together_reconcile.reconcile.desired import desired_integration
 from together_reconcile.sandbox import RunningSandbox
 from together_reconcile.store import Credential, Store
 

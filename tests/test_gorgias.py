@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from together_reconcile import __version__
-from together_reconcile.gorgias import (
+from together_reconcile.gorgias.client import (
     AccountRateLimiter,
     BasicAuth,
     BearerAuth,
@@ -263,7 +263,7 @@ def test_secret_never_in_messages_repr_or_logs(caplog: pytest.LogCaptureFixture)
         # A hostile server echoes the Authorization header in its error message.
         return error(400, f"bad header {request.headers['Authorization']}")
 
-    caplog.set_level(logging.DEBUG, logger="together_reconcile.gorgias")
+    caplog.set_level(logging.DEBUG, logger="together_reconcile.gorgias.client")
     auth = BearerAuth(TOKEN)
     client = make_client(echo, auth=auth)
     with client, pytest.raises(GorgiasError) as caught:
@@ -279,7 +279,7 @@ def test_secret_never_in_messages_repr_or_logs(caplog: pytest.LogCaptureFixture)
 def test_basic_auth_sends_basic_header_and_hides_key(caplog: pytest.LogCaptureFixture) -> None:
     handler, seen = sequence(error(401, "Unauthorized."))
     auth = BasicAuth("ops@together.test", "api-key-SECRET-99")
-    caplog.set_level(logging.DEBUG, logger="together_reconcile.gorgias")
+    caplog.set_level(logging.DEBUG, logger="together_reconcile.gorgias.client")
     with make_client(handler, auth=auth) as client, pytest.raises(CredentialsRejected) as caught:
         client.list_widgets()
     assert seen[0].headers["Authorization"].startswith("Basic ")

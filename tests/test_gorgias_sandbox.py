@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from together_reconcile.gorgias import (
+from together_reconcile.gorgias.client import (
     AccountRateLimiter,
     BearerAuth,
     CreateOutcomeUnknown,

@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 import pytest
 import vcr
 
-from together_reconcile.gorgias import (
+from together_reconcile.gorgias.client import (
     AccountRateLimiter,
     BearerAuth,
     CredentialsRejected,

@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 
 from tests.handler_helpers import SHOPIFY_TOKEN, Answer, call, write_accounts
-from together_reconcile.answer import sample_answer
-from together_reconcile.handler import HandlerApp, Settings, create_app
-from together_reconcile.secrets import Keyring
-from together_reconcile.shopify import (
+from together_reconcile.events.answer import sample_answer
+from together_reconcile.events.app import HandlerApp, Settings, create_app
+from together_reconcile.events.shopify import (
     ShopifyBadResponse,
     ShopifyError,
     ShopifyThrottled,
@@ -25,6 +24,7 @@ from together_reconcile.shopify import (
     ShopifyUnauthorized,
     ShopifyUnavailable,
 )
+from together_reconcile.secrets import Keyring
 from together_reconcile.store import Credential, Store
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

@@ -24,9 +24,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 
-from together_reconcile.handler import HandlerApp, Settings, create_app
-from together_reconcile.logs import HANDLER_LOGGER
-from together_reconcile.oauth import (
+from together_reconcile.events.app import HandlerApp, Settings, create_app
+from together_reconcile.events.logs import HANDLER_LOGGER
+from together_reconcile.gorgias.oauth import (
     CALLBACK_PATH,
     INSTALL_PATH,
     SCOPES,
@@ -35,10 +35,10 @@ from together_reconcile.oauth import (
     OAuthSettings,
     issue_state,
 )
+from together_reconcile.gorgias.tokens import OAuthApp
 from together_reconcile.sandbox import RunningSandbox
 from together_reconcile.secrets import Keyring, generate_key
 from together_reconcile.store import Store
-from together_reconcile.tokens import OAuthApp
 
 CLIENT_ID = "together-app"
 CLIENT_SECRET = "sandbox-client-secret"

@@ -7,8 +7,8 @@ import threading
 import httpx
 import pytest
 
-from together_reconcile.gorgias import BearerAuth
-from together_reconcile.observe import SharedTransportClientFactory
+from together_reconcile.gorgias.client import BearerAuth
+from together_reconcile.reconcile.observe import SharedTransportClientFactory
 from together_reconcile.sandbox import RunningSandbox
 
 TOKEN = "sandbox-token-acme"

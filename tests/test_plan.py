@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from together_reconcile.config import Account, AccountFile
-from together_reconcile.desired import desired_integration, desired_widget
-from together_reconcile.plan import (
+from together_reconcile.gorgias.reasons import (
     CREDENTIALS_REJECTED,
     NOT_CONNECTED,
     RECONNECT_NEEDED,
+)
+from together_reconcile.reconcile.desired import desired_integration, desired_widget
+from together_reconcile.reconcile.plan import (
     DesiredResources,
     FieldDiff,
     Observation,

@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 import pytest
 
+from tests.click_helpers import subcommands
 from tests.test_demo import run_demo
 from tests.test_workflows import KNOWN_TOGETHER_ENV, check_arguments, invocations_in_script
 from together_reconcile.cli import main
@@ -93,7 +94,7 @@ def command_path(args: tuple[str, ...]) -> tuple[str, ...]:
     for arg in args:
         if not isinstance(command, click.Group):
             break
-        sub = command.commands.get(arg)
+        sub = subcommands(command).get(arg)
         if sub is not None:
             path.append(arg)
             command = sub
@@ -198,7 +199,7 @@ def cli_env_vars(command: click.Command) -> Iterator[str]:
         if isinstance(param.envvar, str):
             yield param.envvar
     if isinstance(command, click.Group):
-        for sub in command.commands.values():
+        for sub in subcommands(command).values():
             yield from cli_env_vars(sub)
 
 

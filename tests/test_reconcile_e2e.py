@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from together_reconcile.cli import main
-from together_reconcile.desired import OWNERSHIP_MARKER
+from together_reconcile.reconcile.desired import OWNERSHIP_MARKER
 from together_reconcile.sandbox import RunningSandbox
 from together_reconcile.secrets import Keyring, generate_key
 from together_reconcile.store import Credential, Store

@@ -18,16 +18,16 @@ from click.testing import CliRunner
 
 from tests.oauth_helpers import sandbox_tokens
 from together_reconcile.cli import main
-from together_reconcile.sandbox import RunningSandbox
-from together_reconcile.secrets import Keyring, fingerprint
-from together_reconcile.store import Credential, Store
-from together_reconcile.tokens import (
+from together_reconcile.gorgias.tokens import (
     GorgiasTokenRefresher,
     OAuthApp,
     TokenBlocked,
     ensure_fresh_gorgias_token,
     refresh_after_rejection,
 )
+from together_reconcile.sandbox import RunningSandbox
+from together_reconcile.secrets import Keyring, fingerprint
+from together_reconcile.store import Credential, Store
 
 CLIENT_ID = "together-app"
 CLIENT_SECRET = "sandbox-client-secret"
@@ -249,7 +249,7 @@ _REFRESHER = textwrap.dedent(
     import httpx
     from together_reconcile.secrets import Keyring, fingerprint
     from together_reconcile.store import Store
-    from together_reconcile.tokens import OAuthApp, ensure_fresh_gorgias_token
+    from together_reconcile.gorgias.tokens import OAuthApp, ensure_fresh_gorgias_token
 
     state_url, template, go_file = sys.argv[1:4]
     store = Store.open(state_url, Keyring.from_env(os.environ["TOGETHER_SECRET_KEYS"]))

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 
 from tests.test_plan import DOMAIN, TOKEN, desired, live_integration, live_widget
-from together_reconcile.plan import (
+from together_reconcile.gorgias.reasons import (
     NOT_CONNECTED,
+)
+from together_reconcile.reconcile.plan import (
     Observation,
     Plan,
     blocked,
     plan_account,
     sorted_plan,
 )
-from together_reconcile.render import (
+from together_reconcile.reconcile.render import (
     render_json,
     render_markdown,
     render_text,

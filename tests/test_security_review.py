@@ -14,13 +14,13 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import httpx
 import pytest
 
-from together_reconcile.handler import ConfigSnapshot, Settings, create_app
-from together_reconcile.logs import HANDLER_LOGGER
-from together_reconcile.oauth import CALLBACK_PATH, INSTALL_PATH
+from together_reconcile.events.app import ConfigSnapshot, Settings, create_app
+from together_reconcile.events.logs import HANDLER_LOGGER
+from together_reconcile.gorgias.oauth import CALLBACK_PATH, INSTALL_PATH
+from together_reconcile.gorgias.tokens import OAuthApp, TokenEndpointError, exchange_code
 from together_reconcile.sandbox import RunningSandbox
 from together_reconcile.sandbox.fire import is_loopback
 from together_reconcile.secrets import Keyring, generate_key
-from together_reconcile.tokens import OAuthApp, TokenEndpointError, exchange_code
 
 SECRET_MARK = "do-not-show-7f3a"
 
@@ -238,7 +238,7 @@ def test_fire_ignores_a_proxy_from_the_environment(
 @pytest.mark.parametrize("status", [400, 422, 500])
 @pytest.mark.parametrize("update", [False, True])
 def test_gorgias_error_echoing_the_event_token_is_redacted(status: int, update: bool) -> None:
-    from together_reconcile.gorgias import BearerAuth, GorgiasClient, GorgiasError
+    from together_reconcile.gorgias.client import BearerAuth, GorgiasClient, GorgiasError
     from together_reconcile.secrets import fingerprint
 
     event_token = "v1." + SECRET_MARK
@@ -282,7 +282,7 @@ def test_gorgias_error_echoing_the_event_token_is_redacted(status: int, update: 
 
 @pytest.mark.parametrize("domain", ["acme.gorgias.com\n", "acme.gorgias.com\r\n"])
 def test_account_domain_with_a_trailing_newline_is_refused(domain: str) -> None:
-    from together_reconcile.handler import HttpError, parse_event
+    from together_reconcile.events.app import HttpError, parse_event
 
     body = json.dumps({"ticket_id": 1, "account_domain": domain, "customer_email": None})
     with pytest.raises(HttpError) as caught:
@@ -296,7 +296,13 @@ HOSTILE = "bad\x1b[2J\x1b]0;pwned\x07 \x9b31m\n```\n<img src=https://evil.exampl
 
 
 def _hostile_plan() -> Any:
-    from together_reconcile.plan import AccountPlan, FieldDiff, Plan, ResourcePlan, blocked
+    from together_reconcile.reconcile.plan import (
+        AccountPlan,
+        FieldDiff,
+        Plan,
+        ResourcePlan,
+        blocked,
+    )
 
     failing = blocked("acme.gorgias.com", "gorgias_error", message=HOSTILE)
     changed = AccountPlan(
@@ -316,7 +322,7 @@ def _hostile_plan() -> Any:
 
 
 def test_render_text_has_no_control_characters_from_gorgias() -> None:
-    from together_reconcile.render import render_text
+    from together_reconcile.reconcile.render import render_text
 
     text = render_text(_hostile_plan(), show_in_sync=True)
     lines = text.splitlines()
@@ -328,7 +334,7 @@ def test_render_text_has_no_control_characters_from_gorgias() -> None:
 
 
 def test_render_markdown_keeps_gorgias_text_inside_its_block() -> None:
-    from together_reconcile.render import render_markdown
+    from together_reconcile.reconcile.render import render_markdown
 
     text = render_markdown(_hostile_plan())
     assert not any(ch in text for ch in "\x1b\x07\x9b\u2028")

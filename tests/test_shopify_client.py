@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from together_reconcile.shopify import (
+from together_reconcile.events.shopify import (
     FINAL_SALE_TAG,
     MAX_ORDERS,
     ShopifyBadResponse,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from graphql import GraphQLSchema, build_schema, parse, validate
 
-from together_reconcile.shopify import (
+from together_reconcile.events.shopify import (
     FINAL_SALE_ORDERS_QUERY,
     build_search_query,
     escape_search_value,

@@ -33,9 +33,10 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 import click
 import httpx
 
-from together_reconcile import handler as handler_module
-from together_reconcile.desired import is_ours
-from together_reconcile.oauth import INSTALL_PATH as OAUTH_INSTALL_PATH
+from together_reconcile.events import app as handler_module
+from together_reconcile.gorgias.oauth import INSTALL_PATH as OAUTH_INSTALL_PATH
+from together_reconcile.gorgias.tokens import CLIENT_ID_ENV, CLIENT_SECRET_ENV
+from together_reconcile.reconcile.desired import is_ours
 from together_reconcile.sandbox import RunningSandbox, start_sandbox
 from together_reconcile.sandbox.demo import (
     DEMO_GORGIAS_ACCOUNTS,
@@ -45,7 +46,6 @@ from together_reconcile.sandbox.demo import (
 )
 from together_reconcile.secrets import ENV_VAR as SECRET_KEYS_ENV
 from together_reconcile.secrets import generate_key
-from together_reconcile.tokens import CLIENT_ID_ENV, CLIENT_SECRET_ENV
 
 PROGRAM = "together-reconcile"
 EXAMPLE_ACCOUNTS = ("acme", "globex", "initech")
@@ -174,6 +174,8 @@ class Demo:
     echo: Echo
     secret_keys: str = field(repr=False)
     pause_s: float = 0.0
+    # The command line the steps run in-process (given by the `demo` command: no import cycle).
+    cli: click.Command | None = field(default=None, repr=False, kw_only=True)
 
     @property
     def accounts_dir(self) -> Path:
@@ -219,8 +221,8 @@ class Demo:
 
     def run(self, *args: str, stdin: str | None = None, expect: Sequence[int] = (0,)) -> int:
         """Run `together-reconcile ARGS` in-process, after printing its command line."""
-        from together_reconcile.cli import main
-
+        if self.cli is None:
+            raise DemoFailed("no command line to run the steps with")
         shown = shlex.join([PROGRAM, *args])
         if stdin is not None:
             shown += " < (tokens as JSON lines)"
@@ -228,7 +230,7 @@ class Demo:
         sys.stdout.flush()
         with patched_environ(self.env), stdin_text(stdin):
             try:
-                main.main(args=list(args), prog_name=PROGRAM, standalone_mode=True)
+                self.cli.main(args=list(args), prog_name=PROGRAM, standalone_mode=True)
                 code = 0
             except SystemExit as exit_:
                 code = (
@@ -471,7 +473,7 @@ def signals_as_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def run_demo(echo: Echo, *, pause_s: float = 0.0) -> None:
+def run_demo(echo: Echo, cli: click.Command, *, pause_s: float = 0.0) -> None:
     """The narrated loop. Raises `DemoFailed` (a step went wrong), `KeyboardInterrupt` or
     `Interrupted`; servers and the temporary folder are gone when it returns or raises."""
     with signals_as_interrupt(), tempfile.TemporaryDirectory(prefix="together-demo-") as tmp:
@@ -479,7 +481,7 @@ def run_demo(echo: Echo, *, pause_s: float = 0.0) -> None:
         handler: ServedApp | None = None
         try:
             handler = ServedApp()
-            demo = Demo(Path(tmp), sandbox, handler, echo, generate_key(), pause_s)
+            demo = Demo(Path(tmp), sandbox, handler, echo, generate_key(), pause_s, cli=cli)
             demo.setup()
             demo.validate()
             demo.start_handler()
@@ -500,10 +502,10 @@ def run_demo(echo: Echo, *, pause_s: float = 0.0) -> None:
     echo("Next: README.md, section 'Adding an account'.")
 
 
-def main_entry(echo: Echo, *, pause_s: float = 0.0) -> int:
+def main_entry(echo: Echo, cli: click.Command, *, pause_s: float = 0.0) -> int:
     """`together-reconcile demo`: 0 when the loop ran, 1 when a step failed, 130 on Ctrl-C."""
     try:
-        run_demo(echo, pause_s=pause_s)
+        run_demo(echo, cli, pause_s=pause_s)
     except DemoFailed as error:
         echo(f"Error: the demo stopped: {error}")
         return 1

@@ -14,11 +14,12 @@ import base64
 import binascii
 import hashlib
 import hmac
+import os
 import re
 import time
 from collections.abc import Sequence
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+# cryptography is imported by Keyring only: `keygen` and the account-file commands never load it.
 
 ENV_VAR = "TOGETHER_SECRET_KEYS"
 MISSING_KEYS_MESSAGE = (
@@ -44,8 +45,9 @@ class DecryptionError(Exception):
 
 
 def generate_key() -> str:
-    """A new random key in the format `TOGETHER_SECRET_KEYS` expects."""
-    return Fernet.generate_key().decode("ascii")
+    """A new random key in the format `TOGETHER_SECRET_KEYS` expects (Fernet's: url-safe base64
+    of 32 random bytes, padded)."""
+    return base64.urlsafe_b64encode(os.urandom(_KEY_BYTES)).decode("ascii")
 
 
 def fingerprint(value: str) -> str:
@@ -97,6 +99,8 @@ class Keyring:
             raise SecretKeysError(MISSING_KEYS_MESSAGE)
         if any(len(key) != _KEY_BYTES for key in keys):
             raise SecretKeysError(f"every key of {ENV_VAR} must be 32 bytes")
+        from cryptography.fernet import Fernet, MultiFernet
+
         self._keys = tuple(keys)
         self._fernet = MultiFernet([Fernet(base64.urlsafe_b64encode(key)) for key in keys])
         self._event_keys = tuple(
@@ -129,6 +133,8 @@ class Keyring:
 
     def decrypt(self, ciphertext: str) -> str:
         """Decrypt with whichever listed key made it; `DecryptionError` if none did."""
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(ciphertext.encode("ascii")).decode("utf-8")
         except (InvalidToken, UnicodeError, ValueError, TypeError):
@@ -139,6 +145,8 @@ class Keyring:
 
     def reencrypt(self, ciphertext: str) -> str:
         """The same plaintext, encrypted under the newest key."""
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.rotate(ciphertext.encode("ascii")).decode("ascii")
         except (InvalidToken, UnicodeError, ValueError, TypeError):

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from tests.serve_helpers import ServedHandler, run_serve
-from together_reconcile.desired import OWNERSHIP_MARKER
+from together_reconcile.reconcile.desired import OWNERSHIP_MARKER
 from together_reconcile.sandbox import SandboxController
 from together_reconcile.secrets import Keyring, generate_key
 

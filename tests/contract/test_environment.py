@@ -13,6 +13,7 @@ import click
 import httpx
 import pytest
 
+from tests.click_helpers import subcommands
 from tests.contract.conftest import (
     OAUTH_CLIENT_ID,
     OAUTH_CLIENT_SECRET,
@@ -26,12 +27,12 @@ from tests.contract.conftest import (
     start_serve,
 )
 from together_reconcile.cli import main
+from together_reconcile.events.shopify import ShopifySettings
 from together_reconcile.secrets import Keyring, generate_key
-from together_reconcile.shopify import ShopifySettings
 
 
 def all_options(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Option]]:
-    for name, command in group.commands.items():
+    for name, command in subcommands(group).items():
         if isinstance(command, click.Group):
             yield from all_options(command, f"{prefix}{name} ")
         for param in command.params:

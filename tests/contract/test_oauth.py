@@ -17,7 +17,7 @@ from tests.contract.conftest import (
     keep_output,
     unique,
 )
-from together_reconcile.oauth import issue_state
+from together_reconcile.gorgias.oauth import issue_state
 
 CALLBACK = "/oauth/gorgias/callback"
 

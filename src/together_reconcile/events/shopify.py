@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from together_reconcile.answer import FinalSaleOrder, admin_url, summarize_items
-from together_reconcile.httppool import CookielessClient, PerThreadTransport
+from together_reconcile.events.answer import FinalSaleOrder, admin_url, summarize_items
+from together_reconcile.http import CookielessClient, PerThreadTransport
 
 # 2026-04 is the version of the schema file the contract test validates the query against
 # (tests/fixtures/shopify-admin-2026-04.schema.graphql); it is supported until mid-2027.

@@ -18,13 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from together_reconcile.config import AccountFile, load_accounts
-from together_reconcile.desired import (
-    check_public_url,
-    desired_integration,
-    desired_widget,
-    is_ours,
-)
-from together_reconcile.gorgias import (
+from together_reconcile.gorgias.client import (
     BasicAuth,
     BearerAuth,
     CredentialsRejected,
@@ -32,13 +26,22 @@ from together_reconcile.gorgias import (
     GorgiasError,
     GorgiasUnavailable,
 )
-from together_reconcile.httppool import PerThreadTransport
-from together_reconcile.plan import (
+from together_reconcile.gorgias.reasons import (
     CREDENTIALS_REJECTED,
     GORGIAS_ERROR,
     GORGIAS_UNAVAILABLE,
     NOT_CONNECTED,
     RECONNECT_NEEDED,
+)
+from together_reconcile.gorgias.tokens import GorgiasTokenRefresher, TokenBlocked, needs_refresh
+from together_reconcile.http import PerThreadTransport
+from together_reconcile.reconcile.desired import (
+    check_public_url,
+    desired_integration,
+    desired_widget,
+    is_ours,
+)
+from together_reconcile.reconcile.plan import (
     AccountPlan,
     DesiredResources,
     Observation,
@@ -49,7 +52,6 @@ from together_reconcile.plan import (
 )
 from together_reconcile.secrets import Keyring
 from together_reconcile.store import Credential, Store
-from together_reconcile.tokens import GorgiasTokenRefresher, TokenBlocked, needs_refresh
 
 GorgiasAuth = BearerAuth | BasicAuth
 ClientFactory = Callable[[str, GorgiasAuth], GorgiasClient]

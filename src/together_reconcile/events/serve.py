@@ -17,7 +17,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from together_reconcile.config import ConfigError
-from together_reconcile.handler import (
+from together_reconcile.events.app import (
     CLOSE_CONNECTION_KEY,
     ConfigSnapshot,
     Settings,
@@ -25,7 +25,7 @@ from together_reconcile.handler import (
     WSGIApplication,
     create_app,
 )
-from together_reconcile.logs import HANDLER_LOGGER, configure_json_logging, json_line
+from together_reconcile.events.logs import HANDLER_LOGGER, configure_json_logging, json_line
 from together_reconcile.store import Store, StoreError
 
 log = logging.getLogger(HANDLER_LOGGER)

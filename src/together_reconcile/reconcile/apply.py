@@ -19,30 +19,32 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from together_reconcile.desired import is_ours
-from together_reconcile.gorgias import (
+from together_reconcile.gorgias.client import (
     CreateOutcomeUnknown,
     CredentialsRejected,
     GorgiasClient,
     GorgiasError,
     NotFound,
 )
-from together_reconcile.observe import (
+from together_reconcile.gorgias.reasons import (
+    CREDENTIALS_REJECTED,
+    NOT_CONNECTED,
+)
+from together_reconcile.reconcile.desired import is_ours
+from together_reconcile.reconcile.observe import (
     DEFAULT_PLAN_CONCURRENCY,
     Blocked,
     GorgiasAuth,
     Reconciler,
     make_plan,
 )
-from together_reconcile.plan import (
-    CREDENTIALS_REJECTED,
-    NOT_CONNECTED,
+from together_reconcile.reconcile.plan import (
     AccountPlan,
     Plan,
     ResourcePlan,
     desired_fingerprint,
 )
-from together_reconcile.render import SAVED_PLAN_FORMAT, account_json, resource_json
+from together_reconcile.reconcile.render import SAVED_PLAN_FORMAT, account_json, resource_json
 from together_reconcile.store import ManagedAccount, Store
 
 DEFAULT_APPLY_CONCURRENCY = 16

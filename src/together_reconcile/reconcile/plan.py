@@ -14,28 +14,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from together_reconcile.desired import INTEGRATION_NAME, description_identity, is_ours
+from together_reconcile.gorgias.reasons import (
+    BLOCKED_MESSAGES,
+)
+from together_reconcile.reconcile.desired import INTEGRATION_NAME, description_identity, is_ours
 from together_reconcile.secrets import fingerprint
 
 ResourceKind = Literal["integration", "widget"]
 ResourceAction = Literal["create", "update", "reactivate", "delete", "in_sync"]
 AccountAction = Literal["create", "update", "delete", "in_sync", "blocked"]
 ACCOUNT_ACTIONS: tuple[AccountAction, ...] = ("create", "update", "delete", "in_sync", "blocked")
-
-# Blocked reasons: the first three are SPEC; the last two are observation failures.
-NOT_CONNECTED = "not_connected"
-RECONNECT_NEEDED = "reconnect_needed"
-CREDENTIALS_REJECTED = "credentials_rejected"
-GORGIAS_UNAVAILABLE = "gorgias_unavailable"
-GORGIAS_ERROR = "gorgias_error"
-
-BLOCKED_MESSAGES = {
-    NOT_CONNECTED: "no Gorgias credentials stored: the merchant has not connected the app yet",
-    RECONNECT_NEEDED: "the refresh token was refused: the merchant must connect the app again",
-    CREDENTIALS_REJECTED: "Gorgias refused the stored credentials (401)",
-    GORGIAS_UNAVAILABLE: "Gorgias did not answer (retries exhausted); run the plan again later",
-    GORGIAS_ERROR: "Gorgias answered with an error",
-}
 
 _INTEGRATION_FIELDS = ("name", "type", "description")
 _HTTP_FIELDS = ("url", "method", "request_content_type", "response_content_type")

@@ -15,8 +15,8 @@ from typing import Any
 
 import jsonschema
 
-from together_reconcile.account import SCHEMA_ID, Account
-from together_reconcile.problems import KeyPath
+from together_reconcile.config.account import SCHEMA_ID, Account
+from together_reconcile.config.problems import KeyPath
 
 
 def account_json_schema() -> dict[str, Any]:

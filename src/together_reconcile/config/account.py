@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from together_reconcile.secretscan import quote_safely
+from together_reconcile.config.secretscan import quote_safely
 
 
 def _any_case(literal: str) -> str:

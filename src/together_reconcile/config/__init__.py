@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from together_reconcile.account import (
+from together_reconcile.config.account import (
     ACCOUNT_FILE_SUFFIXES,
     DEFAULT_WIDGET_TITLE,
     GORGIAS_ACCOUNT_PATTERN,
@@ -36,15 +36,15 @@ from together_reconcile.account import (
     WidgetSettings,
     domain_problem,
 )
-from together_reconcile.account_schema import account_json_schema, render_json_schema
-from together_reconcile.accountcheck import account_files, check_file, check_paths, check_text
-from together_reconcile.problems import (
+from together_reconcile.config.check import account_files, check_file, check_paths, check_text
+from together_reconcile.config.problems import (
     AccountInputError,
     ConfigError,
     Problem,
     ValidationReport,
 )
-from together_reconcile.secretscan import looks_like_secret
+from together_reconcile.config.schema import account_json_schema, render_json_schema
+from together_reconcile.config.secretscan import looks_like_secret
 
 __all__ = [
     "ACCOUNT_FILE_SUFFIXES",

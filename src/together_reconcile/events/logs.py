@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-HANDLER_LOGGER = "together_reconcile.handler"
+HANDLER_LOGGER = "together_reconcile.events.app"
 
 
 def email_hash(salt: bytes, email: str) -> str:

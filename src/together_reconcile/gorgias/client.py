@@ -44,9 +44,9 @@ from typing import Any, Final
 import httpx
 
 from together_reconcile import __version__
-from together_reconcile.httppool import CookielessClient
+from together_reconcile.http import CookielessClient
 
-log = logging.getLogger("together_reconcile.gorgias")
+log = logging.getLogger("together_reconcile.gorgias.client")
 
 DEFAULT_BASE_URL_TEMPLATE: Final = "https://{account}.gorgias.com"
 BASE_URL_ENV: Final = "TOGETHER_GORGIAS_URL"

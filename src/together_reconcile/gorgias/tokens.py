@@ -23,7 +23,7 @@ from typing import Literal
 
 import httpx
 
-from together_reconcile.plan import (
+from together_reconcile.gorgias.reasons import (
     CREDENTIALS_REJECTED,
     GORGIAS_UNAVAILABLE,
     NOT_CONNECTED,

@@ -29,7 +29,13 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 
-from together_reconcile.credential_input import (
+from together_reconcile.secrets import (
+    MISSING_KEYS_MESSAGE,
+    DecryptionError,
+    Keyring,
+    SecretKeysError,
+)
+from together_reconcile.store.credential_input import (
     INPUT_KEYS,
     CredentialInputError,
     credential_from_json,
@@ -37,13 +43,7 @@ from together_reconcile.credential_input import (
     credentials_from_json_lines,
     normalize_domain,
 )
-from together_reconcile.secrets import (
-    MISSING_KEYS_MESSAGE,
-    DecryptionError,
-    Keyring,
-    SecretKeysError,
-)
-from together_reconcile.store_engine import (
+from together_reconcile.store.engine import (
     PG_CONNECT_TIMEOUT_S,
     SQLITE_BUSY_TIMEOUT_S,
     StoreError,
@@ -52,8 +52,8 @@ from together_reconcile.store_engine import (
     mask_url,
     parse_url,
 )
-from together_reconcile.store_lock import APPLY_LOCK_NAME, LeasedLock, LockTimeout
-from together_reconcile.store_schema import (
+from together_reconcile.store.lock import APPLY_LOCK_NAME, LeasedLock, LockTimeout
+from together_reconcile.store.tables import (
     MIGRATIONS,
     SCHEMA_VERSION,
     audit_log_table,
@@ -64,7 +64,7 @@ from together_reconcile.store_schema import (
     oauth_state_nonces,
     schema_version_table,
 )
-from together_reconcile.store_values import (
+from together_reconcile.store.values import (
     CREDENTIAL_KINDS,
     CREDENTIAL_STATUSES,
     EXPIRES_SOON,

@@ -11,8 +11,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from together_reconcile.answer import WIDGET_FIELDS, WidgetField
 from together_reconcile.config import Account, AccountFile
+from together_reconcile.events.answer import WIDGET_FIELDS, WidgetField
 
 OWNERSHIP_MARKER = "[managed-by: together-reconcile]"
 INTEGRATION_NAME = "Together"

@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any
 
-from together_reconcile.plan import AccountPlan, FieldDiff, Plan, ResourcePlan
+from together_reconcile.reconcile.plan import AccountPlan, FieldDiff, Plan, ResourcePlan
 
 SAVED_PLAN_FORMAT = 1
 MAX_VALUE_CHARS = 100

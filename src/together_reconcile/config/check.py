@@ -20,11 +20,23 @@ import jsonschema
 import yaml
 from pydantic import ValidationError
 
-from together_reconcile.account import ACCOUNT_FILE_SUFFIXES, DOMAINS, Account, domain_problem
-from together_reconcile.account_schema import shape_checker
-from together_reconcile.problems import Position, Problem, ValidationReport
-from together_reconcile.secretscan import quote_safely
-from together_reconcile.yamlmarks import Document, build, compose, dotted, read_text, resolve_plain
+from together_reconcile.config.account import (
+    ACCOUNT_FILE_SUFFIXES,
+    DOMAINS,
+    Account,
+    domain_problem,
+)
+from together_reconcile.config.problems import Position, Problem, ValidationReport
+from together_reconcile.config.schema import shape_checker
+from together_reconcile.config.secretscan import quote_safely
+from together_reconcile.config.yamlmarks import (
+    Document,
+    build,
+    compose,
+    dotted,
+    read_text,
+    resolve_plain,
+)
 
 _TYPE_WORDS = {
     "boolean": "true or false",

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from together_reconcile.config import GORGIAS_ACCOUNT_RE, SHOPIFY_STORE_RE
-from together_reconcile.store_values import Credential, utcnow
+from together_reconcile.store.values import Credential, utcnow
 
 INPUT_KEYS: dict[str, tuple[str, ...]] = {
     "gorgias": ("access_token", "refresh_token", "expires_in", "username"),

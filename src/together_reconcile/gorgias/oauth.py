@@ -27,9 +27,7 @@ from urllib.parse import parse_qs, urlencode
 import httpx
 
 from together_reconcile.config import GORGIAS_ACCOUNT_RE, SUBDOMAIN_RE
-from together_reconcile.secrets import Keyring
-from together_reconcile.store import Credential, Store, StoreError
-from together_reconcile.tokens import (
+from together_reconcile.gorgias.tokens import (
     CLIENT_ID_ENV,
     CLIENT_SECRET_ENV,
     OAuthApp,
@@ -38,6 +36,8 @@ from together_reconcile.tokens import (
     exchange_code,
     token_http_client,
 )
+from together_reconcile.secrets import Keyring
+from together_reconcile.store import Credential, Store, StoreError
 
 # `offline` makes Gorgias issue a refresh token (access tokens live 24 h; reference §4, O10);
 # `integrations:read` / `integrations:write` cover HTTP integrations, and widgets appear to

@@ -19,9 +19,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from together_reconcile.store_engine import StoreError
-from together_reconcile.store_schema import locks
-from together_reconcile.store_values import as_utc, utcnow
+from together_reconcile.store.engine import StoreError
+from together_reconcile.store.tables import locks
+from together_reconcile.store.values import as_utc, utcnow
 
 APPLY_LOCK_NAME = "apply"
 

@@ -24,22 +24,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from together_reconcile.answer import EventAnswer, empty_answer
 from together_reconcile.config import (
     GORGIAS_ACCOUNT_RE,
     Account,
     ConfigError,
     load_accounts,
 )
-from together_reconcile.logs import HANDLER_LOGGER, email_hash, json_line
-from together_reconcile.oauth import (
+from together_reconcile.events.answer import EventAnswer, empty_answer
+from together_reconcile.events.logs import HANDLER_LOGGER, email_hash, json_line
+from together_reconcile.events.shopify import ShopifyClient, ShopifyError, ShopifySettings
+from together_reconcile.gorgias.oauth import (
     OAUTH_PATHS,
     OAuthRoutes,
     OAuthSettings,
     unexpected_error_page,
 )
 from together_reconcile.secrets import Keyring
-from together_reconcile.shopify import ShopifyClient, ShopifyError, ShopifySettings
 from together_reconcile.store import Store, StoreError
 
 log = logging.getLogger(HANDLER_LOGGER)

@@ -1,0 +1,207 @@
+"""`plan` and `apply`: diff the account files against live Gorgias, and make it match."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from together_reconcile import config, secrets
+from together_reconcile import store as store_module
+from together_reconcile.cli import Options
+from together_reconcile.reconcile import apply as apply_module
+from together_reconcile.reconcile import observe as observe_module
+from together_reconcile.reconcile import plan as plan_module
+from together_reconcile.reconcile import render
+
+
+def _open_reconcile_session(options: Options) -> observe_module.Session:
+    """Settings are checked before the store is opened: nothing is written when one is missing."""
+    try:
+        return observe_module.open_session(options.accounts_dir, options.state_url)
+    except (
+        observe_module.SetupError,
+        secrets.SecretKeysError,
+        config.ConfigError,
+        store_module.StoreError,
+    ) as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _colour_wanted() -> bool:
+    return "NO_COLOR" not in os.environ and sys.stdout.isatty()
+
+
+def _append_step_summary(markdown: str) -> None:
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if path:
+        with open(path, "a", encoding="utf-8") as summary:
+            summary.write(markdown + "\n")
+
+
+_CONCURRENCY = click.IntRange(1, 512)
+
+
+@click.command("plan")
+@click.option("--json", "as_json", is_flag=True, envvar="TOGETHER_JSON", help="Print JSON.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "markdown"]),
+    default="text",
+    show_default=True,
+    envvar="TOGETHER_FORMAT",
+    help="Human output: text (terminal) or markdown (PR comment).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="TOGETHER_OUT",
+    help="Also save the plan (JSON + observed fingerprints) for `apply FILE`.",
+)
+@click.option(
+    "--account",
+    "accounts",
+    multiple=True,
+    envvar="TOGETHER_ACCOUNT",
+    help="Only this Gorgias account (repeatable).",
+)
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    envvar="TOGETHER_DETAILED_EXITCODE",
+    help="Exit 2 when there are changes, 0 when none.",
+)
+@click.option(
+    "--concurrency",
+    type=_CONCURRENCY,
+    default=observe_module.DEFAULT_PLAN_CONCURRENCY,
+    show_default=True,
+    envvar="TOGETHER_CONCURRENCY",
+    help="Accounts observed at once.",
+)
+@click.pass_obj
+def plan_command(
+    options: Options,
+    as_json: bool,
+    output_format: str,
+    out: Path | None,
+    accounts: tuple[str, ...],
+    detailed_exitcode: bool,
+    concurrency: int,
+) -> None:
+    """Show what apply would change in each Gorgias account (secrets as fingerprints).
+
+    Exit 0 ok (with --detailed-exitcode: 0 no changes, 2 changes), 1 error. A blocked
+    account never changes the exit status.
+    """
+    session = _open_reconcile_session(options)
+    try:
+        domains = session.reconciler.scope(accounts)
+        plan = observe_module.make_plan(session.reconciler, domains, concurrency=concurrency)
+    except observe_module.SetupError as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        session.store.close()
+    if out is not None:
+        out.write_text(json.dumps(render.saved_plan_document(plan), indent=2) + "\n", "utf-8")
+    if as_json:
+        click.echo(render.render_json(plan), nl=False)
+    elif output_format == "markdown":
+        click.echo(render.render_markdown(plan), nl=False)
+    else:
+        click.echo(render.render_text(plan, colour=_colour_wanted()), nl=False)
+    _append_step_summary(render.render_markdown(plan))
+    if detailed_exitcode and plan.has_changes:
+        raise SystemExit(2)
+
+
+@click.command("apply")
+@click.argument("plan_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--yes", is_flag=True, envvar="TOGETHER_YES", help="Do not ask for confirmation.")
+@click.option(
+    "--max-deletes",
+    type=click.IntRange(0),
+    default=apply_module.DEFAULT_MAX_DELETES,
+    show_default=True,
+    envvar="TOGETHER_MAX_DELETES",
+    help="Refuse the run (exit 3) when it deletes more (accounts + extra duplicates).",
+)
+@click.option(
+    "--concurrency",
+    type=_CONCURRENCY,
+    default=apply_module.DEFAULT_APPLY_CONCURRENCY,
+    show_default=True,
+    envvar="TOGETHER_CONCURRENCY",
+    help="Accounts changed at once.",
+)
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(0),
+    default=apply_module.DEFAULT_LOCK_TIMEOUT_S,
+    show_default=True,
+    envvar="TOGETHER_LOCK_TIMEOUT",
+    help="Seconds to wait for another apply on the same store before giving up (exit 3).",
+)
+@click.pass_obj
+def apply_command(
+    options: Options,
+    plan_file: Path | None,
+    yes: bool,
+    max_deletes: int,
+    concurrency: int,
+    lock_timeout: float,
+) -> None:
+    """Make live Gorgias state match the account files (or exactly a saved plan).
+
+    Exit 0 all done, 1 an account failed (the others were applied), 3 refused by a safety
+    rule (delete cap, stale plan, another apply running) and nothing changed.
+    """
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    if not yes and not interactive:
+        raise click.ClickException(
+            "refusing to apply without confirmation: stdin is not a terminal; "
+            "pass --yes (or TOGETHER_YES=1) to apply non-interactively"
+        )
+    try:
+        saved = apply_module.load_saved_plan(plan_file) if plan_file else None
+    except apply_module.PlanFileError as error:
+        raise click.ClickException(str(error)) from None
+
+    def confirm(plan: plan_module.Plan) -> bool:
+        if yes:
+            return True
+        click.echo(render.render_text(plan, colour=_colour_wanted()), nl=False)
+        return click.confirm("Apply these changes?", default=False)
+
+    session = _open_reconcile_session(options)
+    try:
+        plan, report = apply_module.run_apply(
+            session.reconciler,
+            session.store,
+            saved=saved,
+            confirm=confirm,
+            max_deletes=max_deletes,
+            concurrency=concurrency,
+            lock_timeout_s=lock_timeout,
+            commit=session.reconciler.desired.commit,
+        )
+    except (apply_module.ApplyRefused, store_module.LockTimeout) as error:
+        click.echo(f"Error: {error}", err=True)
+        raise SystemExit(apply_module.EXIT_REFUSED) from None
+    except (observe_module.SetupError, store_module.StoreError) as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        session.store.close()
+    if report is None:
+        click.echo("apply cancelled: nothing was changed", err=True)
+        raise SystemExit(1)
+    if yes:
+        click.echo(render.render_text(plan, colour=_colour_wanted()), nl=False)
+    click.echo(report.render(), nl=False)
+    _append_step_summary(render.render_markdown(plan, title="together-reconcile apply"))
+    if report.exit_code:
+        raise SystemExit(report.exit_code)

@@ -1,0 +1,1 @@
+"""The event handler Gorgias calls: WSGI app, answer, Shopify query, logs, serving."""

@@ -1,0 +1,1 @@
+"""Reconciling account files with live Gorgias: desired state, observation, plan, render, apply."""
