@@ -27,6 +27,13 @@ typecheck: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
+# Regenerate the account JSON Schema: the committed copy editors use, and the packaged copy
+# `validate` applies (src/together_reconcile/config/account.schema.json).
+.PHONY: schema
+schema: $(STAMP)
+	$(BIN)/together-reconcile schema > schemas/account.schema.json
+	cp schemas/account.schema.json src/together_reconcile/config/account.schema.json
+
 schema-check: $(STAMP)
 	$(BIN)/together-reconcile schema --check
 

@@ -122,3 +122,10 @@ def test_unknown_command_is_a_usage_error() -> None:
     )
     assert result.returncode == 1
     assert "Error: No such command 'nosuch'." in result.stderr
+
+
+def test_validate_of_a_valid_file_loads_neither_pydantic_nor_jsonschema() -> None:
+    """The fast path (config.fastcheck): a valid file needs only YAML and the packaged schema."""
+    loaded, exit_code = loaded_after("validate", "accounts/acme.yaml")
+    assert exit_code == "0"
+    assert sorted(loaded & {"pydantic", "pydantic_core", "jsonschema"}) == []

@@ -63,6 +63,15 @@ def schema(check: bool, schema_file: Path) -> None:
             err=True,
         )
         raise SystemExit(1)
+    from together_reconcile.config.schema import PACKAGED_SCHEMA_FILE
+
+    if PACKAGED_SCHEMA_FILE.read_text(encoding="utf-8") != text:
+        click.echo(
+            f"Error: the schema validate applies ({PACKAGED_SCHEMA_FILE.name} in the package) "
+            "is stale; regenerate both copies with: make schema",
+            err=True,
+        )
+        raise SystemExit(1)
     click.echo(f"{schema_file} is up to date")
 
 

@@ -2,11 +2,13 @@
 
 An account file links one Shopify store to one Gorgias account. The pieces live in:
 
-- `account`: the model (`Account`, `WidgetSettings`) and the domain rules;
-- `account_schema`: the JSON Schema generated from the model, and the fast shape check;
+- `rules`: domain patterns, limits and file names (no pydantic);
+- `account`: the model (`Account`, `WidgetSettings`), loaded on first use;
+- `schema`: the JSON Schema generated from the model, and the shape check;
+- `fastcheck`: a quick, dependency-free "surely valid" for that schema;
 - `yamlmarks`: reading a file and composing its YAML with the position of every node;
 - `secretscan`: what looks like a secret;
-- `accountcheck`: every problem of each file, and the clashes between files;
+- `check`: every problem of each file, and the clashes between files;
 - `problems`: `Problem`, `ValidationReport`, `ConfigError`.
 
 This module is what the rest of the program uses: `load_accounts`, `validate_paths`,
@@ -15,10 +17,19 @@ This module is what the rest of the program uses: `load_accounts`, `validate_pat
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from together_reconcile.config.account import (
+from together_reconcile.config.check import account_files, check_file, check_paths, check_text
+from together_reconcile.config.problems import (
+    AccountInputError,
+    ConfigError,
+    Problem,
+    ValidationReport,
+)
+from together_reconcile.config.rules import (
     ACCOUNT_FILE_SUFFIXES,
     DEFAULT_WIDGET_TITLE,
     GORGIAS_ACCOUNT_PATTERN,
@@ -31,20 +42,30 @@ from together_reconcile.config.account import (
     SHOPIFY_STORE_RE,
     SUBDOMAIN_PATTERN,
     SUBDOMAIN_RE,
-    Account,
-    AccountFile,
-    WidgetSettings,
     domain_problem,
 )
-from together_reconcile.config.check import account_files, check_file, check_paths, check_text
-from together_reconcile.config.problems import (
-    AccountInputError,
-    ConfigError,
-    Problem,
-    ValidationReport,
-)
-from together_reconcile.config.schema import account_json_schema, render_json_schema
 from together_reconcile.config.secretscan import looks_like_secret
+
+if TYPE_CHECKING:
+    from together_reconcile.config.account import Account, AccountFile, WidgetSettings
+    from together_reconcile.config.schema import account_json_schema, render_json_schema
+
+# The model (pydantic) loads on first use: `validate` on valid files never needs it.
+_LAZY = {
+    "Account": "together_reconcile.config.account",
+    "AccountFile": "together_reconcile.config.account",
+    "WidgetSettings": "together_reconcile.config.account",
+    "account_json_schema": "together_reconcile.config.schema",
+    "render_json_schema": "together_reconcile.config.schema",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "ACCOUNT_FILE_SUFFIXES",
@@ -83,7 +104,7 @@ def validate_paths(paths: Sequence[Path], accounts_dir: Path) -> ValidationRepor
     Cross-file checks (the same store or Gorgias account twice) always cover the whole
     `accounts_dir`, so checking only the changed files still catches a clash with another.
     """
-    return check_paths(paths, accounts_dir).report
+    return check_paths(paths, accounts_dir, build_models=False).report
 
 
 def load_accounts(accounts_dir: Path) -> dict[str, AccountFile]:
@@ -92,6 +113,8 @@ def load_accounts(accounts_dir: Path) -> dict[str, AccountFile]:
         raise ConfigError(
             [Problem(accounts_dir, 1, 1, "accounts folder not found: check --accounts-dir")]
         )
+    from together_reconcile.config.account import AccountFile
+
     run = check_paths([accounts_dir], accounts_dir)
     if run.report.problems:
         raise ConfigError(run.report.problems)
@@ -131,6 +154,8 @@ def new_account_file(accounts_dir: Path, subdomain: str, store: str) -> Path:
         message = domain_problem(field_name, value, label)  # type: ignore[arg-type]
         if message is not None:
             raise AccountInputError(message)
+    from together_reconcile.config.account import Account
+
     account = Account(shopify_store=store, gorgias_account=gorgias)
     path = accounts_dir / f"{account.gorgias_subdomain}.yaml"
     for suffix in ACCOUNT_FILE_SUFFIXES:

@@ -1,54 +1,24 @@
 """The account model: what one `accounts/<subdomain>.yaml` holds, and the rules for its domains.
 
 `Account` is the single source of truth: the JSON Schema in `schemas/` is generated from it
-(`account_schema`), and `domain_problem` says in words why a domain is not valid.
+(`config.schema`). The plain rules it uses (domain patterns, limits, `domain_problem`) live in
+`config.rules`, which the fast `validate` path uses without importing pydantic.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from together_reconcile.config.secretscan import quote_safely
-
-
-def _any_case(literal: str) -> str:
-    """An ECMA-262 (and Python) pattern matching `literal` in any letter case."""
-    parts = []
-    for char in literal:
-        if char.isalpha():
-            parts.append(f"[{char.upper()}{char.lower()}]")
-        else:
-            parts.append(re.escape(char))
-    return "".join(parts)
-
-
-# Patterns are plain ECMA-262 (no inline flags) so editors understand the generated schema.
-SUBDOMAIN_PATTERN = r"[A-Za-z0-9][A-Za-z0-9-]{0,62}"
-SHOPIFY_STORE_PATTERN = rf"^{SUBDOMAIN_PATTERN}\.{_any_case('myshopify.com')}$"
-GORGIAS_ACCOUNT_PATTERN = rf"^{SUBDOMAIN_PATTERN}\.{_any_case('gorgias.com')}$"
-
-
-def _whole_value(ecma_pattern: str) -> re.Pattern[str]:
-    """Compile for Python with `$` as end of text: Python's `$` also matches before a final
-    newline, so `acme.gorgias.com\n` would pass `.match` (ECMA's `$` does not allow that)."""
-    return re.compile(ecma_pattern.removesuffix("$") + r"\Z")
-
-
-SHOPIFY_STORE_RE = _whole_value(SHOPIFY_STORE_PATTERN)
-GORGIAS_ACCOUNT_RE = _whole_value(GORGIAS_ACCOUNT_PATTERN)
-SUBDOMAIN_RE = _whole_value(rf"^{SUBDOMAIN_PATTERN}$")
-MAX_LOOKBACK_DAYS = 60
-DEFAULT_WIDGET_TITLE = "Together"
-MAX_FILE_BYTES = 64 * 1024
-SCHEMA_ID = "urn:together-reconcile:schemas:account"
-SCHEMA_COMMENT = "# yaml-language-server: $schema=../schemas/account.schema.json"
-ACCOUNT_FILE_SUFFIXES = (".yaml", ".yml")
+from together_reconcile.config.rules import (
+    DEFAULT_WIDGET_TITLE,
+    GORGIAS_ACCOUNT_PATTERN,
+    MAX_LOOKBACK_DAYS,
+    SHOPIFY_STORE_PATTERN,
+)
 
 
 class WidgetSettings(BaseModel):
@@ -156,35 +126,3 @@ class AccountFile:
 
     account: Account
     path: Path
-
-
-# --------------------------------------------------------------------------- domains
-
-DomainField = Literal["shopify_store", "gorgias_account"]
-DOMAINS: dict[str, tuple[str, str, re.Pattern[str]]] = {
-    "shopify_store": (".myshopify.com", "a Shopify store", SHOPIFY_STORE_RE),
-    "gorgias_account": (".gorgias.com", "a Gorgias account", GORGIAS_ACCOUNT_RE),
-}
-
-
-def domain_problem(field_name: DomainField, value: str, label: str | None = None) -> str | None:
-    """Why `value` is not a valid `field_name` domain, or None if it is valid."""
-    suffix, what, pattern = DOMAINS[field_name]
-    if len(value) <= 100 and pattern.match(value):
-        return None
-    label = label or field_name
-    example = "acme" + suffix
-    if "://" in value or "/" in value:
-        host = urlsplit(value if "://" in value else "//" + value).hostname or ""
-        if pattern.match(host):
-            return f'{label}: write only the domain "{host.lower()}", not a URL'
-        return f'{label}: write only the domain, e.g. "{example}", not a URL'
-    if not value.lower().endswith(suffix):
-        return (
-            f"{label}:{quote_safely(value)} is not {what} domain: "
-            f'write <name>{suffix}, e.g. "{example}"'
-        )
-    return (
-        f"{label}:{quote_safely(value)} has an invalid name before {suffix}: use 1 to 63 "
-        "letters, digits or hyphens, starting with a letter or digit"
-    )

@@ -14,21 +14,18 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
-from pydantic import ValidationError
 
-from together_reconcile.config.account import (
-    ACCOUNT_FILE_SUFFIXES,
-    DOMAINS,
-    Account,
-    domain_problem,
-)
+from together_reconcile.config.fastcheck import surely_valid
 from together_reconcile.config.problems import Position, Problem, ValidationReport
-from together_reconcile.config.schema import shape_checker
+from together_reconcile.config.rules import ACCOUNT_FILE_SUFFIXES, DOMAINS, domain_problem
+from together_reconcile.config.schema import packaged_schema, shape_checker
 from together_reconcile.config.secretscan import quote_safely
+
+if TYPE_CHECKING:
+    from together_reconcile.config.account import Account
 from together_reconcile.config.yamlmarks import (
     Document,
     build,
@@ -70,6 +67,8 @@ def _unquoted_fits(value: Any, expected: Any) -> bool:
         return False
     resolved = resolve_plain(value)
     types = expected if isinstance(expected, list) else [expected]
+    import jsonschema
+
     checker = jsonschema.Draft202012Validator.TYPE_CHECKER
     return not isinstance(resolved, str) and any(checker.is_type(resolved, t) for t in types)
 
@@ -83,8 +82,13 @@ class FileResult:
     gorgias: tuple[str, Position] | None = None
 
 
-def _schema_problems(doc: Document, data: dict[str, Any]) -> None:
-    """Shape problems: the JSON Schema, turned into messages that say what to fix."""
+def _schema_problems(doc: Document, data: dict[str, Any]) -> bool:
+    """Shape problems: the JSON Schema, turned into messages that say what to fix.
+
+    True when the document is surely valid (`fastcheck`): jsonschema was not needed.
+    """
+    if surely_valid(packaged_schema(), data):
+        return True
     for path, error in shape_checker().errors(data):
         name = dotted(path)
         where = doc.value_at(path)
@@ -160,10 +164,17 @@ def _schema_problems(doc: Document, data: dict[str, Any]) -> None:
             doc.add(where, f"{name}: must be {options}{shown}")
         else:
             doc.add(where, f"{name or 'the file'}: does not match the schema ({keyword})")
+    return False
 
 
-def check_text(path: Path, text: str) -> FileResult:
-    """Every problem of one file's text, and its account if there are none."""
+def check_text(path: Path, text: str, *, build_model: bool = True) -> FileResult:
+    """Every problem of one file's text, and its account if there are none.
+
+    `build_model=False` (what `validate` asks) skips building the `Account` when the file is
+    surely valid (`fastcheck`): the schema and the file-name rules then decide every problem,
+    and pydantic is not even imported. Otherwise the model still checks what a schema can
+    let through (`1.0` as an integer).
+    """
     composed = compose(path, text)
     if isinstance(composed, Problem):
         return FileResult(path, [composed])
@@ -178,11 +189,19 @@ def check_text(path: Path, text: str) -> FileResult:
     doc = Document(path)
     doc.value_nodes[()] = composed
     data = build(composed, (), doc)
-    _schema_problems(doc, data)
+    surely = _schema_problems(doc, data)
     result = FileResult(path, doc.problems)
     if not isinstance(data, dict):
         return result
     store, gorgias = data.get("shopify_store"), data.get("gorgias_account")
+    for key in DOMAINS:
+        value = data.get(key)
+        message = domain_problem(key, value) if isinstance(value, str) else None  # type: ignore[arg-type]
+        where = doc.value_at((key,))
+        if message is not None and all((p.line, p.col) != where for p in doc.problems):
+            # The schema's pattern (a search, where `$` may match before a final newline in
+            # Python) let it through: say what is wrong in the same words as for any bad domain.
+            doc.add(where, message)
     if isinstance(store, str) and domain_problem("shopify_store", store) is None:
         result.store = (store.lower(), doc.value_at(("shopify_store",)))
     if isinstance(gorgias, str) and domain_problem("gorgias_account", gorgias) is None:
@@ -194,21 +213,25 @@ def check_text(path: Path, text: str) -> FileResult:
                 f'file name "{path.name}" does not match gorgias_account "{result.gorgias[0]}": '
                 f"rename the file to {subdomain}.yaml or correct gorgias_account",
             )
-    if not doc.problems:
+    if not doc.problems and (build_model or not surely):
+        from pydantic import ValidationError
+
+        from together_reconcile.config.account import Account
+
         try:
             result.account = Account.model_validate(data)
         except ValidationError as exc:  # the schema and the model disagree: still say where
             for item in exc.errors():
-                where = tuple(item["loc"])
-                doc.add(doc.value_at(where), f"{dotted(where)}: {item['msg']}")
+                location = tuple(item["loc"])
+                doc.add(doc.value_at(location), f"{dotted(location)}: {item['msg']}")
     return result
 
 
-def check_file(path: Path) -> FileResult:
+def check_file(path: Path, *, build_model: bool = True) -> FileResult:
     text = read_text(path)
     if isinstance(text, Problem):
         return FileResult(path, [text])
-    return check_text(path, text)
+    return check_text(path, text, build_model=build_model)
 
 
 def account_files(folder: Path) -> list[Path]:
@@ -299,12 +322,16 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def check_paths(paths: Sequence[Path], accounts_dir: Path) -> CheckRun:
+def check_paths(
+    paths: Sequence[Path], accounts_dir: Path, *, build_models: bool = True
+) -> CheckRun:
+    """Every problem of `paths` (and the clashes with the whole `accounts_dir`); each result
+    carries its `Account` unless `build_models=False`."""
     with _no_cyclic_gc():
-        return _run_checks(paths, accounts_dir)
+        return _run_checks(paths, accounts_dir, build_models)
 
 
-def _run_checks(paths: Sequence[Path], accounts_dir: Path) -> CheckRun:
+def _run_checks(paths: Sequence[Path], accounts_dir: Path, build_models: bool) -> CheckRun:
     files = _Files()
     problems: list[Problem] = []
     for path in paths or [accounts_dir]:
@@ -315,12 +342,12 @@ def _run_checks(paths: Sequence[Path], accounts_dir: Path) -> CheckRun:
             files.add(path)
         else:
             problems.append(Problem(path, 1, 1, "no such file or folder"))
-    checked = {key: check_file(path) for key, path in files.paths.items()}
+    checked = {key: check_file(path, build_model=build_models) for key, path in files.paths.items()}
     everything = dict(checked)
     if files.key(accounts_dir) not in files.folders and accounts_dir.is_dir():
         for key, path in files.folder(accounts_dir).items():
             if key not in everything:
-                everything[key] = check_file(path)
+                everything[key] = check_file(path, build_model=False)
     for result in checked.values():
         problems.extend(result.problems)
     problems.extend(_cross_file_problems(checked.values(), everything.values()))

@@ -1,7 +1,10 @@
-"""The JSON Schema of an account file, generated from `Account`, and the fast shape check.
+"""The JSON Schema of an account file, generated from `Account`, and the shape check.
 
 `render_json_schema()` is exactly what is committed in `schemas/account.schema.json` (what
-editors use); `shape_checker()` applies that same schema to every file `validate` reads.
+editors use) and, as package data, in `config/account.schema.json` (what `validate` applies,
+so that it needs neither pydantic to generate it nor, for a valid file, jsonschema to apply it:
+see `fastcheck`). `schema --check` fails when either copy is stale. `shape_checker()` applies
+the packaged schema with jsonschema to every file that is not surely valid.
 """
 
 from __future__ import annotations
@@ -11,12 +14,16 @@ import re
 import sys
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-
-from together_reconcile.config.account import SCHEMA_ID, Account
 from together_reconcile.config.problems import KeyPath
+from together_reconcile.config.rules import SCHEMA_ID
+
+if TYPE_CHECKING:
+    import jsonschema
+
+PACKAGED_SCHEMA_FILE = Path(__file__).with_name("account.schema.json")
 
 
 def account_json_schema() -> dict[str, Any]:
@@ -25,6 +32,8 @@ def account_json_schema() -> dict[str, Any]:
     The widget settings are inlined (no `$ref`) and `notes` is `string | null`, which reads
     better in an editor's hover and keeps the schema self-contained.
     """
+    from together_reconcile.config.account import Account
+
     generated = Account.model_json_schema()
     definitions = generated.pop("$defs")
     properties = generated["properties"]
@@ -49,6 +58,14 @@ def render_json_schema() -> str:
     return json.dumps(account_json_schema(), indent=2, ensure_ascii=False) + "\n"
 
 
+@cache
+def packaged_schema() -> dict[str, Any]:
+    """The schema as shipped in the package (kept equal to the generated one by `schema
+    --check`); reading it costs neither pydantic nor jsonschema."""
+    loaded: dict[str, Any] = json.loads(PACKAGED_SCHEMA_FILE.read_text(encoding="utf-8"))
+    return loaded
+
+
 _SCALARS = (str, int, float, bool, type(None))
 _MEMO_LIMIT = 4096
 
@@ -68,6 +85,8 @@ class ShapeChecker:
     """
 
     def __init__(self, schema: dict[str, Any]) -> None:
+        import jsonschema
+
         properties = schema.get("properties", {})
         own = {**schema, "properties": dict.fromkeys(properties, True)} if properties else schema
         self._validator = jsonschema.Draft202012Validator(own)
@@ -138,6 +157,8 @@ def _plain_string_check(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
 
 @cache
 def shape_checker() -> ShapeChecker:
-    schema = account_json_schema()
+    import jsonschema
+
+    schema = packaged_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     return ShapeChecker(schema)

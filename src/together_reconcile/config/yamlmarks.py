@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from together_reconcile.config.account import MAX_FILE_BYTES
 from together_reconcile.config.problems import KeyPath, Position, Problem
+from together_reconcile.config.rules import MAX_FILE_BYTES
 from together_reconcile.config.secretscan import NO_SECRETS_HERE, SECRET_KEY_RE, SECRET_VALUE_RE
 
 DOMAIN_FIELDS = (("shopify_store",), ("gorgias_account",))  # checked as domains, not secrets
