@@ -7,6 +7,7 @@ through `mask_url` (password masked), and no message carries a password.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -27,8 +28,20 @@ class StoreError(Exception):
     """The state database cannot be used; the message says which one and why (no password)."""
 
 
+def _unencoded_at(url: str, parsed: URL) -> bool:
+    """An `@` left unencoded in the user name or password: the URL's parts are then ambiguous
+    (`svc:Sup3r@Secr3t@db` parses as password `Sup3r` on host `Secr3t@db`)."""
+    raw_user = url.partition("://")[2].split(":", 1)[0].split("/", 1)[0]
+    in_user = "@" in (parsed.username or "") and "@" in raw_user  # not the %40 it decoded
+    return in_user or "@" in (parsed.host or "") or "@" in (parsed.database or "")
+
+
 def mask_url(url: str) -> str:
-    """The URL as it may be printed: password masked, query (may carry options) dropped."""
+    """The URL as it may be printed: password masked, query (may carry options) dropped.
+
+    When an `@` in the user name or password was not percent-encoded, everything up to the
+    last `@` is masked: that is where the password may end.
+    """
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
@@ -36,6 +49,9 @@ def mask_url(url: str) -> str:
     driver = parsed.drivername.split("+", 1)[0]
     if driver == "sqlite":
         return f"sqlite:///{parsed.database or ''}"
+    if _unencoded_at(url, parsed):
+        tail = url.rsplit("@", 1)[1].split("?", 1)[0].split("#", 1)[0]
+        return f"{driver}://***@{tail}"
     userinfo = ""
     if parsed.username:
         userinfo = parsed.username + (":***" if parsed.password else "") + "@"
@@ -53,6 +69,11 @@ def parse_url(url: str) -> URL:
             "postgresql://user@host:5432/dbname"
         ) from None
     scheme = parsed.drivername
+    if not scheme.startswith("sqlite") and _unencoded_at(url, parsed):
+        raise StoreError(
+            "the state URL has an unencoded '@' in its user name or password: "
+            "percent-encode the password (write '@' as %40, ':' as %3A, '/' as %2F)"
+        )
     if scheme in ("postgresql", "postgres", "postgresql+psycopg"):
         return parsed.set(drivername="postgresql+psycopg")
     if scheme in ("sqlite", "sqlite+pysqlite"):
@@ -96,17 +117,34 @@ def _is_connection_failure(orig: BaseException | None) -> bool:
     return sqlstate is None or sqlstate.startswith(("08", "28", "3D", "57P"))
 
 
+# What the driver said, in our own words: its text names the host it tried (which, from a
+# URL with an unencoded `@`, holds part of the password) and other quoted values.
+_KNOWN_REASONS = (
+    ("refused", "connection refused"),
+    ("timeout", "connection timed out"),
+    ("timed out", "connection timed out"),
+    ("resolve host", "the host name does not resolve"),
+    ("translate host name", "the host name does not resolve"),
+    ("password authentication failed", "password authentication failed"),
+    ("no password supplied", "the server asks for a password and the URL has none"),
+    ("pg_hba.conf", "the server does not accept this user from this address (pg_hba.conf)"),
+    ('role "', "the user does not exist"),
+    ('database "', "the database does not exist"),
+)
+
+
 def _reason(error: BaseException) -> str:
     orig = getattr(error, "orig", None) or error
     text = str(orig)
-    if "refused" in text.lower():
-        return "connection refused"
-    if "timeout" in text.lower() or "timed out" in text.lower():
-        return "connection timed out"
+    lowered = text.lower()
+    for needle, reason in _KNOWN_REASONS:
+        if needle in lowered and (not needle.endswith('"') or "does not exist" in lowered):
+            return reason
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(orig).__name__)
     # psycopg prefixes "connection failed: connection to server at ... failed: <reason>"
-    reason = first.rsplit("failed: ", 1)[-1]
-    return reason.removeprefix("FATAL:").strip()
+    reason = first.rsplit("failed: ", 1)[-1].removeprefix("FATAL:").strip()
+    # Never the driver's own quoted values (hosts, users, names): they came from the URL.
+    return re.sub(r"\"[^\"]*\"|'[^']*'", "…", reason)
 
 
 def create_engine(parsed: URL, masked: str) -> Engine:
