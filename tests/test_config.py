@@ -155,7 +155,7 @@ def test_widget_values(tmp_path: Path) -> None:
     found = [(p.line, p.col, p.message) for p in problems_of(tmp_path, text)]
     assert found == [
         (4, 12, 'widget.context: must be "ticket" or "customer", got "sidebar"'),
-        (5, 10, "widget.order: must be 0 or more, got -1"),
+        (5, 10, "widget.order: must be between 0 and 1000, got -1"),
         (6, 10, "widget.title: must not be empty"),
     ]
 

@@ -17,6 +17,7 @@ from together_reconcile.config.rules import (
     DEFAULT_WIDGET_TITLE,
     GORGIAS_ACCOUNT_PATTERN,
     MAX_LOOKBACK_DAYS,
+    MAX_WIDGET_ORDER,
     SHOPIFY_STORE_PATTERN,
 )
 
@@ -31,10 +32,13 @@ class WidgetSettings(BaseModel):
         title="Context",
         description="Sidebar the widget shows in: `ticket` (default) or `customer`.",
     )
-    order: Annotated[int, Field(ge=0)] = Field(
+    order: Annotated[int, Field(ge=0, le=MAX_WIDGET_ORDER)] = Field(
         0,
         title="Order",
-        description="Position among the sidebar widgets; lower numbers show first. Default 0.",
+        description=(
+            f"Position among the sidebar widgets, 0 to {MAX_WIDGET_ORDER}; lower numbers show "
+            "first. Default 0."
+        ),
     )
     title: Annotated[str, Field(min_length=1, max_length=100)] = Field(
         DEFAULT_WIDGET_TITLE,

@@ -40,6 +40,7 @@ SHOPIFY_STORE_RE = _whole_value(SHOPIFY_STORE_PATTERN)
 GORGIAS_ACCOUNT_RE = _whole_value(GORGIAS_ACCOUNT_PATTERN)
 SUBDOMAIN_RE = _whole_value(rf"^{SUBDOMAIN_PATTERN}$")
 MAX_LOOKBACK_DAYS = 60
+MAX_WIDGET_ORDER = 1000  # widget.order: 0 to this
 DEFAULT_WIDGET_TITLE = "Together"
 MAX_FILE_BYTES = 64 * 1024
 SCHEMA_ID = "urn:together-reconcile:schemas:account"

@@ -67,6 +67,38 @@ _PLAIN_CONSTANTS: dict[str, Any] = {
 }
 
 
+class LongNumber(int):
+    """A whole number too long to show (or, past 4,300 digits, to convert: Python refuses).
+
+    It compares as a number past every bound of an account file, so the schema reports it as
+    out of range like any other number, and it prints as its length, never its digits.
+    """
+
+    digits: int
+
+    def __new__(cls, text: str, base: int = 10) -> LongNumber:
+        digits = text.lstrip("+-")
+        sign = -1 if text.startswith("-") else 1
+        value = int(digits, base) if len(digits) <= 4000 else 10**4000
+        number = super().__new__(cls, sign * value)
+        number.digits = len(digits)
+        return number
+
+    def __str__(self) -> str:
+        return f"a {self.digits}-digit number"
+
+    __repr__ = __str__
+
+
+MAX_SHOWN_DIGITS = 18
+
+
+def _whole_number(text: str, base: int = 10) -> int:
+    if len(text.lstrip("+-")) > MAX_SHOWN_DIGITS:
+        return LongNumber(text, base)
+    return int(text, base)
+
+
 def resolve_plain(text: str) -> Any:
     """A plain scalar under the YAML 1.2 core schema (what editors use), not YAML 1.1."""
     if text in _PLAIN_CONSTANTS:
@@ -74,11 +106,11 @@ def resolve_plain(text: str) -> Any:
     first = text[0]
     if first.isdigit() or first in "+-.":
         if _INT_RE.fullmatch(text):
-            return int(text)
+            return _whole_number(text)
         if text.startswith("0o") and re.fullmatch(r"0o[0-7]+", text):
-            return int(text[2:], 8)
+            return _whole_number(text[2:], 8)
         if text.startswith("0x") and re.fullmatch(r"0x[0-9a-fA-F]+", text):
-            return int(text[2:], 16)
+            return _whole_number(text[2:], 16)
         if _FLOAT_RE.fullmatch(text):
             number = float(text)
             return int(number) if number.is_integer() else number
@@ -100,7 +132,13 @@ def build(node: yaml.Node, path: KeyPath, doc: Document) -> Any:
     """Plain Python data from a composed node, recording positions and key/secret problems."""
     if isinstance(node, yaml.ScalarNode):
         text: str = node.value
-        if path not in DOMAIN_FIELDS and len(text) >= 7 and SECRET_VALUE_RE.search(text):
+        plain_number = not node.style and _INT_RE.fullmatch(text) is not None
+        if (
+            path not in DOMAIN_FIELDS
+            and not plain_number  # a number (never shown in full): its range is the problem
+            and len(text) >= 7
+            and SECRET_VALUE_RE.search(text)
+        ):
             doc.add(
                 _position(node.start_mark),
                 f"{dotted(path) or 'value'}: this value looks like a secret (an access token "

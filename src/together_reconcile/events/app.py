@@ -180,6 +180,17 @@ class AccountRegistry:
                 )
             )
             return False
+        except Exception as error:  # any failure keeps the last good config; type only logged
+            log.error(
+                json_line(
+                    {
+                        "event": "config_reload_failed",
+                        "message": "kept the last good account config",
+                        "error": type(error).__name__,
+                    }
+                )
+            )
+            return False
         self._snapshot = snapshot
         log.info(json_line({"event": "config_reloaded", "accounts": len(snapshot.accounts)}))
         return True
