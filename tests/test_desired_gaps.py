@@ -154,3 +154,10 @@ def test_widget_before_the_integration_exists_is_unbound() -> None:
     card = widget["template"]["widgets"][0]
     assert card["meta"] == {"displayCard": True}
     assert card["widgets"][-1]["meta"] == {"limit": 10}
+
+
+def test_only_slashes_are_trimmed_from_the_end() -> None:
+    # a path or host may end in any letter: only '/' goes
+    assert check_public_url("https://t.example.com/BOX/") == "https://t.example.com/BOX"
+    assert check_public_url("https://t.example.com/XX") == "https://t.example.com/XX"
+    assert events_url("https://t.example.com/BOX") == "https://t.example.com/BOX/gorgias/events"

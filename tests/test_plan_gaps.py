@@ -7,6 +7,7 @@ count, so a renamed key, a dropped branch or a flipped comparison in `plan` fail
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -495,3 +496,55 @@ def test_summary_counts_every_action() -> None:
     assert plan.has_changes
     assert [a.has_changes for a in plan.accounts] == [False, True, True, True]
     assert not sorted_plan([plan_of(live_integration(), widgets=(live_widget(),))]).has_changes
+
+
+# -- found by the first `make mutation` run -----------------------------------------------------
+
+
+def test_a_non_string_header_value_is_fingerprinted_whatever_its_key_order() -> None:
+    want = copy.deepcopy(dict(desired().integration))
+    want["http"]["headers"] = {"X-Together-Token": {"b": 1, "a": 2}}
+    have = live_integration()
+    have["http"]["headers"] = {"X-Together-Token": {"a": 2, "b": 1}}
+    assert integration_diff(want, have) == ()
+    have["http"]["headers"] = {"X-Together-Token": {"a": 2, "b": 3}}
+    assert integration_diff(want, have) == (
+        FieldDiff(
+            "http.headers.X-Together-Token",
+            fingerprint('{"a": 2, "b": 3}'),
+            fingerprint('{"a": 2, "b": 1}'),
+        ),
+    )
+
+
+def test_no_form_on_either_side_is_no_change() -> None:
+    assert integration_diff({"http": {}}, {"http": {}}) == ()
+    assert integration_diff({"http": {"form": None}}, {"http": {"form": "x"}}) == (
+        FieldDiff("http.form", "x", None),
+    )
+
+
+def test_create_diff_skips_an_off_trigger_listed_before_the_on_ones() -> None:
+    body = copy.deepcopy(dict(desired().integration))
+    body["http"]["triggers"] = {"ticket-message-created": False, **body["http"]["triggers"]}
+    triggers = [d for d in integration_diff(body, None) if d.field.startswith("http.triggers.")]
+    assert triggers == [
+        FieldDiff("http.triggers.ticket-created", None, True),
+        FieldDiff("http.triggers.ticket-updated", None, True),
+    ]
+
+
+def test_every_plan_carries_the_observed_fingerprint() -> None:
+    foreign = {"id": 5, "name": "Together", "description": "by hand"}
+    for observation in (Observation((), ()), Observation((foreign,), ())):
+        expected = observed_fingerprint(observation)
+        assert plan_account(DOMAIN, desired(), observation).observed_fingerprint == expected
+        assert plan_account(DOMAIN, None, observation).observed_fingerprint == expected
+    mine = Observation((live_integration(),), (live_widget(),))
+    assert plan_account(DOMAIN, None, mine).observed_fingerprint == observed_fingerprint(mine)
+
+
+def test_an_observed_value_that_is_not_json_still_fingerprints() -> None:
+    when = datetime(2026, 1, 2, tzinfo=UTC)
+    with_object = observed(live_integration(updated_datetime=when))
+    assert with_object == observed(live_integration(updated_datetime=str(when)))
