@@ -19,6 +19,8 @@ import re
 import time
 from collections.abc import Sequence
 
+from together_reconcile.errors import TogetherError
+
 # cryptography is imported by Keyring only: `keygen` and the account-file commands never load it.
 
 ENV_VAR = "TOGETHER_SECRET_KEYS"
@@ -36,7 +38,7 @@ _KEY_BYTES = 32
 _URLSAFE_B64 = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
 
-class SecretKeysError(Exception):
+class SecretKeysError(TogetherError):
     """`TOGETHER_SECRET_KEYS` is missing or malformed; the message says what to fix."""
 
 
@@ -161,6 +163,11 @@ class Keyring:
     def _event_mac(key: bytes, account_domain: str) -> bytes:
         message = _EVENT_TOKEN_LABEL + account_domain.strip().lower().encode("utf-8")
         return hmac.new(key, message, hashlib.sha256).digest()
+
+    def derived_key(self, label: bytes) -> bytes:
+        """A 32-byte key for one purpose (`label`), derived from the newest key: the same on
+        every replica and after restarts, unknowable without the key."""
+        return hmac.new(self._keys[0], label, hashlib.sha256).digest()
 
     def event_token(self, account_domain: str) -> str:
         """The `X-Together-Token` Gorgias sends for this account, derived from the newest key."""

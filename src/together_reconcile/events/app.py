@@ -9,16 +9,19 @@ line per request holds the email only as a salted hash.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
-import secrets
+import subprocess
 import threading
 import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +34,13 @@ from together_reconcile.config import (
     load_accounts,
 )
 from together_reconcile.events.answer import EventAnswer, empty_answer
-from together_reconcile.events.logs import HANDLER_LOGGER, email_hash, json_line
+from together_reconcile.events.logs import (
+    EMAIL_HASH_KEY_LABEL,
+    HANDLER_LOGGER,
+    email_hash,
+    json_line,
+    set_request_id,
+)
 from together_reconcile.events.shopify import ShopifyClient, ShopifyError, ShopifySettings
 from together_reconcile.gorgias.oauth import (
     OAUTH_PATHS,
@@ -41,6 +50,7 @@ from together_reconcile.gorgias.oauth import (
 )
 from together_reconcile.secrets import Keyring
 from together_reconcile.store import Store, StoreError
+from together_reconcile.store.engine import handler_limits
 
 log = logging.getLogger(HANDLER_LOGGER)
 
@@ -50,11 +60,18 @@ READY_PATH = "/readyz"
 MAX_BODY_BYTES = 64 * 1024
 MAX_EMAIL_CHARS = 320
 SHOPIFY_BUDGET_S = 5.0
+ANSWER_BUDGET_S = 5.8  # from the body read to the answer: every answer within 6 s
 BODY_TIMEOUT_S = 5.0
 CREDENTIAL_TTL_S = 10.0
+STALE_CREDENTIAL_S = 600.0  # a token read this recently is used while the store fails
+STORE_TIMEOUT_S = 0.8  # an event waits this long for the store, at most
+READY_STORE_TIMEOUT_S = 1.0  # /readyz: 503 when the store does not answer within this
+STORE_RETRY_S = 1.0  # after a store failure, events use cached tokens without asking again
+STORE_POOL_SIZE = 4  # PostgreSQL connections per worker (and threads that talk to the store)
 CONFIG_CHECK_INTERVAL_S = 1.0
 DEFAULT_STATE_URL = "sqlite:///.together/state.db"
 CLOSE_CONNECTION_KEY = "together.close_connection"
+READ_DEADLINE_KEY = "together.read_deadline"  # serve: bounds the whole body read, see `serve`
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 StartResponse = Callable[..., Any]
@@ -76,10 +93,16 @@ class Settings:
     keyring: Keyring
     shopify: ShopifySettings = field(default_factory=ShopifySettings)
     shopify_budget_s: float = SHOPIFY_BUDGET_S
+    answer_budget_s: float = ANSWER_BUDGET_S
     body_timeout_s: float = BODY_TIMEOUT_S
     credential_ttl_s: float = CREDENTIAL_TTL_S
+    stale_credential_s: float = STALE_CREDENTIAL_S
+    store_timeout_s: float = STORE_TIMEOUT_S
+    ready_store_timeout_s: float = READY_STORE_TIMEOUT_S
+    store_retry_s: float = STORE_RETRY_S
+    store_pool_size: int = STORE_POOL_SIZE
     config_check_interval_s: float = CONFIG_CHECK_INTERVAL_S
-    log_salt: bytes = field(default_factory=lambda: secrets.token_bytes(16), repr=False)
+    log_salt: bytes | None = field(default=None, repr=False)  # default: derived from the keys
     oauth: OAuthSettings = field(default_factory=lambda: OAuthSettings(None, None))
 
     @classmethod
@@ -91,8 +114,10 @@ class Settings:
         state_url: str | None = None,
     ) -> Settings:
         """Raises `SecretKeysError` when `TOGETHER_SECRET_KEYS` is missing or malformed."""
+        pool = (environ.get("TOGETHER_STORE_POOL_SIZE") or "").strip()
         return cls(
             accounts_dir=accounts_dir or Path(environ.get("TOGETHER_ACCOUNTS_DIR") or "accounts"),
+            store_pool_size=int(pool) if pool.isdigit() and int(pool) > 0 else STORE_POOL_SIZE,
             state_url=state_url or environ.get("TOGETHER_STATE_URL") or DEFAULT_STATE_URL,
             keyring=Keyring.from_env(environ.get("TOGETHER_SECRET_KEYS")),
             shopify=ShopifySettings.from_env(environ),
@@ -115,19 +140,62 @@ def accounts_dir_signature(accounts_dir: Path) -> tuple[Any, ...]:
         return ("unreadable",)
 
 
+def accounts_dir_version(accounts_dir: Path) -> str:
+    """`sha256:` + the first 16 hex digits of a hash over every file's name and content: the
+    same folder gives the same version on every replica."""
+    digest = hashlib.sha256()
+    try:
+        names = sorted(entry.name for entry in os.scandir(accounts_dir) if entry.is_file())
+        for name in names:
+            content = (accounts_dir / name).read_bytes()
+            digest.update(f"{name}\0{len(content)}\0".encode())
+            digest.update(content)
+    except OSError:
+        return "unreadable"
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def git_commit(folder: Path) -> str | None:
+    """The commit checked out where `folder` lives, when it is a git checkout (else None)."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=2,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", commit) else None
+
+
 @dataclass(frozen=True)
 class ConfigSnapshot:
-    """A loaded account map and the folder signature it was loaded from."""
+    """A loaded account map, the folder signature it was loaded from, and its version."""
 
     accounts: Mapping[str, Account]
     signature: tuple[Any, ...]
+    version: str = ""
+    commit: str | None = None
 
     @classmethod
     def load(cls, accounts_dir: Path) -> ConfigSnapshot:
         """Raises `ConfigError` if any account file is invalid."""
         signature = accounts_dir_signature(accounts_dir)
+        version = accounts_dir_version(accounts_dir)
         files = load_accounts(accounts_dir)
-        return cls({domain.lower(): f.account for domain, f in files.items()}, signature)
+        return cls(
+            {domain.lower(): f.account for domain, f in files.items()},
+            signature,
+            version,
+            git_commit(accounts_dir),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """What `/readyz` and the reload log lines say about this config."""
+        return {"accounts": len(self.accounts), "version": self.version, "commit": self.commit}
 
 
 class AccountRegistry:
@@ -149,13 +217,39 @@ class AccountRegistry:
         self._next_check = clock() + check_interval_s
         self._lock = threading.Lock()
         self._reload_requested = False
+        self._watching = False
 
     def __len__(self) -> int:
         return len(self._snapshot.accounts)
 
+    @property
+    def snapshot(self) -> ConfigSnapshot:
+        return self._snapshot
+
     def get(self, account_domain: str) -> Account | None:
-        self._maybe_reload()
+        if not self._watching:
+            self._maybe_reload()
         return self._snapshot.accounts.get(account_domain.lower())
+
+    def watch(self) -> None:
+        """Check the folder now, then every `check_interval_s` on a thread of its own, so no
+        request ever waits for a reload (`serve` uses this; in-process use checks on lookup)."""
+        if self._watching:
+            return
+        self._maybe_reload(force=True)
+        self._watching = True
+
+        def loop() -> None:
+            while True:
+                time.sleep(self._interval)
+                try:
+                    self._maybe_reload(force=True)
+                except Exception as error:  # never let the watcher die
+                    log.error(
+                        json_line({"event": "config_watch_failed", "error": type(error).__name__})
+                    )
+
+        threading.Thread(target=loop, name="config-watch", daemon=True).start()
 
     def request_reload(self) -> None:
         """Safe from a signal handler: the next lookup reloads."""
@@ -176,6 +270,7 @@ class AccountRegistry:
                         "message": "kept the last good account config",
                         "problems": problems,
                         "problem_count": len(error.problems),
+                        "kept": self._snapshot.describe(),
                     }
                 )
             )
@@ -187,17 +282,18 @@ class AccountRegistry:
                         "event": "config_reload_failed",
                         "message": "kept the last good account config",
                         "error": type(error).__name__,
+                        "kept": self._snapshot.describe(),
                     }
                 )
             )
             return False
         self._snapshot = snapshot
-        log.info(json_line({"event": "config_reloaded", "accounts": len(snapshot.accounts)}))
+        log.info(json_line({"event": "config_reloaded", **snapshot.describe()}))
         return True
 
-    def _maybe_reload(self) -> None:
+    def _maybe_reload(self, *, force: bool = False) -> None:
         now = self._clock()
-        if not self._reload_requested and now < self._next_check:
+        if not force and not self._reload_requested and now < self._next_check:
             return
         if not self._lock.acquire(blocking=False):
             return  # another thread is checking; use the current map meanwhile
@@ -215,8 +311,62 @@ class AccountRegistry:
 # -- Shopify credentials, cached briefly ------------------------------------------------------
 
 
+class StoreGate:
+    """Store calls run on a few threads of their own, and the request waits for them with a
+    deadline: a frozen database (which TCP cannot tell from a slow one) never holds a request
+    longer than its budget. Calls beyond `max_waiting` fail at once instead of queueing."""
+
+    def __init__(self, threads: int, *, max_waiting: int | None = None) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="store")
+        self._max_waiting = max_waiting if max_waiting is not None else 2 * threads
+        self._waiting = 0
+        self._lock = threading.Lock()
+
+    def submit(self, call: Callable[[], Any]) -> Future[Any]:
+        with self._lock:
+            if self._waiting >= self._max_waiting:
+                raise StoreError(
+                    f"the state store is not answering: {self._waiting} calls already waiting"
+                )
+            self._waiting += 1
+
+        def run() -> Any:
+            try:
+                return call()
+            finally:
+                with self._lock:
+                    self._waiting -= 1
+
+        return self._pool.submit(run)
+
+    @staticmethod
+    def wait(future: Future[Any], timeout_s: float) -> Any:
+        try:
+            return future.result(timeout=timeout_s)
+        except FutureTimeout:
+            future.cancel()
+            raise StoreError(f"the state store did not answer within {timeout_s:g} s") from None
+
+
+@dataclass(frozen=True)
+class TokenRead:
+    """A Shopify token as the handler got it: fresh from the store (or its few-second cache),
+    or stale (`stale_s` old) because the store failed with `store_error`."""
+
+    token: str | None
+    stale_s: float | None = None
+    store_error: str | None = None
+
+
+@dataclass
+class _Cached:
+    read_at: float
+    token: str | None
+
+
 class CredentialSource:
-    """Shopify access tokens from the store, opened lazily and cached for a few seconds."""
+    """Shopify access tokens from the store, opened lazily, cached for `ttl_s`, read with a
+    deadline, and served stale (up to `stale_s` old) while the store fails."""
 
     def __init__(
         self,
@@ -226,34 +376,116 @@ class CredentialSource:
         ttl_s: float,
         clock: Callable[[], float] = time.monotonic,
         store: Store | None = None,
+        stale_s: float = STALE_CREDENTIAL_S,
+        timeout_s: float = STORE_TIMEOUT_S,
+        retry_s: float = STORE_RETRY_S,
+        pool_size: int = STORE_POOL_SIZE,
     ) -> None:
         self._url = state_url
         self._keyring = keyring
         self._ttl = ttl_s
+        self._stale = stale_s
+        self._timeout = timeout_s
+        self._retry = retry_s
+        self._pool_size = pool_size
         self._clock = clock
         self._store = store
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[float, str | None]] = {}
+        self._open_lock = threading.Lock()
+        self._cache: dict[str, _Cached] = {}
+        self._inflight: dict[str, Future[Any]] = {}
+        self._ping: Future[Any] | None = None
+        self._gate = StoreGate(pool_size)
+        self._failed_until = 0.0
+        self._last_error: str | None = None
 
     def store(self) -> Store:
         if self._store is None:
-            with self._lock:
+            with self._open_lock:
                 if self._store is None:
-                    self._store = Store.open(self._url, self._keyring)
+                    self._store = Store.open(
+                        self._url, self._keyring, limits=handler_limits(self._pool_size)
+                    )
         return self._store
 
-    def ping(self) -> None:
-        self.store().ping()
+    @property
+    def last_error(self) -> str | None:
+        return self._last_error
+
+    def cached_tokens(self) -> int:
+        """How many tokens could be served now if the store failed."""
+        now = self._clock()
+        return sum(now - entry.read_at < self._stale for entry in list(self._cache.values()))
+
+    def _failed(self, error: StoreError) -> None:
+        message = str(error)
+        first = self._clock() >= self._failed_until
+        self._failed_until = self._clock() + self._retry
+        if first or message != self._last_error:
+            log.warning(json_line({"event": "store_unavailable", "reason": message}))
+        self._last_error = message
+
+    def _recovered(self) -> None:
+        if self._last_error is not None:
+            log.info(json_line({"event": "store_recovered"}))
+        self._failed_until = 0.0
+        self._last_error = None
+
+    def ping(self, timeout_s: float = READY_STORE_TIMEOUT_S) -> None:
+        """Raise `StoreError` unless the store answers within `timeout_s` (one ping at a time)."""
+        with self._lock:
+            future = self._ping
+            if future is None or future.done():
+                future = self._ping = self._gate.submit(lambda: self.store().ping())
+        try:
+            StoreGate.wait(future, timeout_s)
+        except StoreError as error:
+            self._failed(error)
+            raise
+        self._recovered()
 
     def shopify_token(self, store_domain: str) -> str | None:
+        return self.read_token(store_domain).token
+
+    def read_token(self, store_domain: str) -> TokenRead:
+        """The store's token for `store_domain`; stale while the store fails (`StoreError`
+        only when there is no usable cached one)."""
         now = self._clock()
         cached = self._cache.get(store_domain)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        if cached is not None and now - cached.read_at < self._ttl:
+            return TokenRead(cached.token)
+        usable = cached if cached is not None and now - cached.read_at < self._stale else None
+        if now < self._failed_until:  # the store just failed: do not wait for it again yet
+            return self._stale_or_raise(usable, now, StoreError(self._last_error or "failed"))
+        with self._lock:
+            future = self._inflight.get(store_domain)
+            if future is not None and usable is not None:
+                return TokenRead(usable.token)  # another thread is refreshing it right now
+            if future is None:
+                try:
+                    future = self._gate.submit(lambda: self._fetch(store_domain))
+                except StoreError as error:
+                    return self._stale_or_raise(usable, now, error)
+                self._inflight[store_domain] = future
+                future.add_done_callback(lambda _f: self._inflight.pop(store_domain, None))
+        try:
+            token = StoreGate.wait(future, self._timeout)
+        except StoreError as error:
+            self._failed(error)
+            return self._stale_or_raise(usable, now, error)
+        self._recovered()
+        return TokenRead(token)
+
+    def _fetch(self, store_domain: str) -> str | None:
         credential = self.store().get_credential("shopify", store_domain)
         token = credential.access_token if credential is not None else None
-        self._cache[store_domain] = (now + self._ttl, token)
+        self._cache[store_domain] = _Cached(self._clock(), token)  # a late answer counts too
         return token
+
+    def _stale_or_raise(self, usable: _Cached | None, now: float, error: StoreError) -> TokenRead:
+        if usable is None:
+            raise error
+        return TokenRead(usable.token, round(now - usable.read_at, 1), str(error))
 
 
 # -- Requests ---------------------------------------------------------------------------------
@@ -296,6 +528,8 @@ class RequestLog:
     shopify_ms: float | None = None
     error: str | None = None
     orders: int | None = None
+    credential_stale_s: float | None = None
+    store_error: str | None = None
 
 
 _REASONS = {
@@ -429,6 +663,7 @@ class HandlerApp:
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         oauth: OAuthRoutes | None = None,
+        draining: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -436,6 +671,8 @@ class HandlerApp:
         self.shopify = shopify
         self._clock = clock
         self._now = now
+        self._draining = draining
+        self._email_key = settings.log_salt or settings.keyring.derived_key(EMAIL_HASH_KEY_LABEL)
         self.oauth = oauth or OAuthRoutes(settings.oauth, settings.keyring, credentials.store)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -447,8 +684,24 @@ class HandlerApp:
             request_id = uuid.uuid4().hex
         route = path if path in (EVENTS_PATH, HEALTH_PATH, READY_PATH, *OAUTH_PATHS) else "other"
         entry = RequestLog(request_id=request_id, route=route, method=method)
-        if path in OAUTH_PATHS:
-            return self._oauth_page(environ, path, entry, started, start_response)
+        set_request_id(request_id)
+        try:
+            if path in OAUTH_PATHS:
+                return self._oauth_page(environ, path, entry, started, start_response)
+            return self._json_route(environ, path, method, entry, started, start_response)
+        finally:
+            set_request_id(None)
+
+    def _json_route(
+        self,
+        environ: dict[str, Any],
+        path: str,
+        method: str,
+        entry: RequestLog,
+        started: float,
+        start_response: StartResponse,
+    ) -> Iterable[bytes]:
+        request_id = entry.request_id
         headers: list[tuple[str, str]] = []
         try:
             status, document = self._route(environ, path, method, entry)
@@ -527,6 +780,8 @@ class HandlerApp:
             "shopify_ms": entry.shopify_ms,
             "orders": entry.orders,
             "error": entry.error,
+            "credential_stale_s": entry.credential_stale_s,
+            "store_error": entry.store_error,
         }
         fields.update({key: value for key, value in optional.items() if value is not None})
         log.info(json_line(fields))
@@ -545,16 +800,35 @@ class HandlerApp:
                     405, "method_not_allowed", "use GET", headers=[("Allow", "GET, HEAD")]
                 )
             if path == READY_PATH:
-                self._ready()
-                return 200, {"status": "ready", "accounts": len(self.registry)}
+                return self._ready(entry)
             return 200, {"status": "ok"}
         raise HttpError(404, "not_found", "no such route")
 
-    def _ready(self) -> None:
+    def _ready(self, entry: RequestLog) -> tuple[int, dict[str, Any]]:
+        """200 when this replica should get traffic: not shutting down, config loaded, and the
+        store answered within `ready_store_timeout_s`. Never waits longer than that."""
+        config = self.registry.snapshot.describe()
+        if self._draining():
+            entry.error = "shutting_down"
+            return 503, {
+                "error": {"code": "shutting_down", "message": "this process is shutting down"},
+                "status": "shutting_down",
+                "config": config,
+            }
         try:
-            self.credentials.ping()
-        except StoreError:
-            raise HttpError(503, "store_unavailable", "the state store does not answer") from None
+            self.credentials.ping(self.settings.ready_store_timeout_s)
+        except StoreError as error:
+            entry.error, entry.store_error = "store_unavailable", str(error)
+            return 503, {
+                "error": {
+                    "code": "store_unavailable",
+                    "message": "the state store does not answer",
+                },
+                "status": "store_unavailable",
+                "config": config,
+                "cached_tokens": self.credentials.cached_tokens(),
+            }
+        return 200, {"status": "ready", "accounts": config["accounts"], "config": config}
 
     def _event(self, environ: dict[str, Any], entry: RequestLog) -> EventAnswer:
         content_type = environ.get("CONTENT_TYPE") or ""
@@ -563,8 +837,15 @@ class HandlerApp:
         sock = environ.get("gunicorn.socket")
         if sock is not None:
             sock.settimeout(self.settings.body_timeout_s)
-        body = read_body(environ)
-        deadline = self._clock() + self.settings.shopify_budget_s
+        read_deadline = environ.get(READ_DEADLINE_KEY)  # bounds the whole body, not each read
+        if read_deadline is not None:
+            read_deadline(self.settings.body_timeout_s)
+        try:
+            body = read_body(environ)
+        finally:
+            if read_deadline is not None:
+                read_deadline(None)
+        answer_by = self._clock() + self.settings.answer_budget_s
         event = parse_event(body)
         entry.account = event.account_domain
         token = environ.get("HTTP_X_TOGETHER_TOKEN") or ""
@@ -583,13 +864,17 @@ class HandlerApp:
         if email is None:
             entry.orders = 0
             return empty_answer(account)
-        entry.email_hash = email_hash(self.settings.log_salt, email)
+        entry.email_hash = email_hash(self._email_key, email)
         try:
-            access_token = self.credentials.shopify_token(account.shopify_store)
-        except StoreError:
+            credential = self.credentials.read_token(account.shopify_store)
+        except StoreError as error:
+            entry.store_error = str(error)
             raise HttpError(
                 503, "store_unavailable", "the credential store does not answer"
             ) from None
+        access_token = credential.token
+        if credential.stale_s is not None:
+            entry.credential_stale_s, entry.store_error = credential.stale_s, credential.store_error
         if access_token is None:
             raise HttpError(
                 502,
@@ -598,6 +883,9 @@ class HandlerApp:
             )
         cutoff = self._now() - timedelta(days=account.lookback_days)
         shopify_started = self._clock()
+        # The Shopify budget starts now (time spent on the store is not Shopify's), within
+        # the answer's own budget.
+        deadline = min(shopify_started + self.settings.shopify_budget_s, answer_by)
         try:
             orders = self.shopify.final_sale_orders(
                 account.shopify_store, access_token, email, cutoff, deadline=deadline
@@ -623,6 +911,7 @@ def create_app(
     shopify: OrdersLookup | None = None,
     clock: Callable[[], float] = time.monotonic,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    draining: Callable[[], bool] = lambda: False,
 ) -> HandlerApp:
     """The event handler. Loads the accounts now (raises `ConfigError`) unless given a snapshot;
     the store opens on first use, so a store that is down shows in `/readyz`, not at start."""
@@ -638,6 +927,12 @@ def create_app(
         ttl_s=settings.credential_ttl_s,
         clock=clock,
         store=store,
+        stale_s=settings.stale_credential_s,
+        timeout_s=settings.store_timeout_s,
+        retry_s=settings.store_retry_s,
+        pool_size=settings.store_pool_size,
     )
     lookup = shopify or ShopifyClient(settings.shopify, clock=clock)
-    return HandlerApp(settings, registry, credentials, lookup, clock=clock, now=now)
+    return HandlerApp(
+        settings, registry, credentials, lookup, clock=clock, now=now, draining=draining
+    )

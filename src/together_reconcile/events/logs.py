@@ -1,4 +1,12 @@
-"""JSON request logs: one line per request, no customer data (the email only as a salted hash)."""
+"""JSON logs: every line one JSON object with `ts` (UTC, milliseconds), `level`, `pid`, and the
+`request_id` of the request being answered when there is one. No customer data: an email
+appears only as a keyed hash (`email_hash`), keyed from `TOGETHER_SECRET_KEYS` so the same
+customer has the same hash across restarts and replicas, and nobody without the key can test
+an address against it.
+
+`json_line(fields)` builds the handler's own structured messages; `JsonFormatter` formats every
+record (ours, gunicorn's, the libraries') the same way.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +14,96 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
 HANDLER_LOGGER = "together_reconcile.events.app"
+EMAIL_HASH_KEY_LABEL = b"together-reconcile log email hash v1"
+
+_request = threading.local()
 
 
-def email_hash(salt: bytes, email: str) -> str:
-    """A salted HMAC of the lower-cased email: lets one follow a customer across log lines
-    without the logs holding the address."""
-    digest = hmac.new(salt, email.strip().lower().encode("utf-8"), hashlib.sha256).hexdigest()
+def email_hash(key: bytes, email: str) -> str:
+    """A keyed HMAC of the lower-cased email: follows one customer across log lines, restarts
+    and replicas without the logs holding the address."""
+    digest = hmac.new(key, email.strip().lower().encode("utf-8"), hashlib.sha256).hexdigest()
     return "hmac:" + digest[:16]
 
 
+def utc_stamp(seconds: float | None = None) -> str:
+    """`2026-05-09T14:47:12.123Z`."""
+    moment = time.time() if seconds is None else seconds
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment))
+    return f"{whole}.{int(moment * 1000) % 1000:03d}Z"
+
+
+class JsonLine(str):
+    """A log message that is already a JSON object; `fields` keeps the object itself."""
+
+    fields: dict[str, Any]
+
+    def __new__(cls, fields: dict[str, Any]) -> JsonLine:
+        text = json.dumps({"ts": utc_stamp(), **fields}, separators=(",", ":"), default=str)
+        line = super().__new__(cls, text)
+        line.fields = fields
+        return line
+
+
 def json_line(fields: dict[str, Any]) -> str:
-    """`fields` as one compact JSON line, with a UTC timestamp first."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return json.dumps({"ts": stamp, **fields}, separators=(",", ":"), default=str)
+    """`fields` as one compact JSON line (a `JsonLine`), with a UTC timestamp first."""
+    return JsonLine(fields)
+
+
+def set_request_id(request_id: str | None) -> None:
+    """The request this thread is answering now: every line it logs carries its id."""
+    _request.id = request_id
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ts, level, pid, logger, request_id, then the message's own
+    fields (a `JsonLine`) or `message`, and `traceback` when the record carries one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = {
+            "ts": utc_stamp(record.created),
+            "level": record.levelname.lower(),
+            "pid": record.process or os.getpid(),
+            "logger": record.name,
+        }
+        request_id = getattr(_request, "id", None)
+        if request_id:
+            fields["request_id"] = request_id
+        message = record.msg
+        if isinstance(message, JsonLine) and not record.args:
+            fields.update({k: v for k, v in message.fields.items() if k != "ts"})
+        else:
+            fields["message"] = record.getMessage()
+        if record.exc_info:
+            fields["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(fields, separators=(",", ":"), default=str)
+
+
+def _json_handler(stream: TextIO | None) -> logging.Handler:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler._together_json = True  # type: ignore[attr-defined]
+    return handler
 
 
 def configure_json_logging(stream: TextIO | None = None, level: int = logging.INFO) -> None:
-    """Send `together_reconcile.*` records to `stream` (stderr) as their bare message.
-
-    The handler's messages are already JSON lines; other modules' messages go out as they are.
-    """
+    """Send `together_reconcile.*` records, and any other library's (root logger, warnings), to
+    `stream` (stderr) as JSON lines."""
     package_logger = logging.getLogger("together_reconcile")
-    if any(getattr(h, "_together_json", False) for h in package_logger.handlers):
-        return
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    handler._together_json = True  # type: ignore[attr-defined]
-    package_logger.addHandler(handler)
-    package_logger.setLevel(level)
-    package_logger.propagate = False
+    if not any(getattr(h, "_together_json", False) for h in package_logger.handlers):
+        package_logger.addHandler(_json_handler(stream))
+        package_logger.setLevel(level)
+        package_logger.propagate = False
+    root = logging.getLogger()
+    if not any(getattr(h, "_together_json", False) for h in root.handlers):
+        root.addHandler(_json_handler(stream))
+        if root.level > logging.WARNING or root.level == logging.NOTSET:
+            root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)

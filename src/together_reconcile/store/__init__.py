@@ -44,8 +44,10 @@ from together_reconcile.store.credential_input import (
     normalize_domain,
 )
 from together_reconcile.store.engine import (
+    CLI_LIMITS,
     PG_CONNECT_TIMEOUT_S,
     SQLITE_BUSY_TIMEOUT_S,
+    EngineLimits,
     StoreError,
     create_engine,
     database_errors,
@@ -150,9 +152,12 @@ class Store:
     # Opening -------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, url: str, keyring: Keyring | None = None) -> Store:
-        """Open (and create or migrate) the state database at `url`."""
-        engine = create_engine(parse_url(url), mask_url(url))
+    def open(
+        cls, url: str, keyring: Keyring | None = None, *, limits: EngineLimits | None = None
+    ) -> Store:
+        """Open (and create or migrate) the state database at `url`; `limits`: timeouts and
+        pool size (default: the CLI's)."""
+        engine = create_engine(parse_url(url), mask_url(url), limits or CLI_LIMITS)
         store = cls(engine, url, keyring)
         try:
             store._migrate()

@@ -11,6 +11,7 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,79 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
+from together_reconcile.errors import TogetherError
 from together_reconcile.secrets import SecretKeysError
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 PG_CONNECT_TIMEOUT_S = 5
 
 
-class StoreError(Exception):
+@dataclass(frozen=True)
+class EngineLimits:
+    """How long a database may keep us waiting, and how many connections one engine holds.
+
+    The defaults suit the CLI (long migrations and applies may run); `HANDLER_LIMITS` is what
+    the event handler uses. PostgreSQL only, except the pool numbers (SQLite too). TCP keepalives
+    and `tcp_user_timeout` notice a database host that vanished; a frozen server (the kernel
+    still acknowledges, the process does not answer) is caught by the caller's own deadline.
+    """
+
+    connect_timeout_s: int = PG_CONNECT_TIMEOUT_S  # libpq counts whole seconds, at least 2
+    statement_timeout_ms: int | None = None
+    lock_timeout_ms: int | None = None
+    idle_in_transaction_timeout_ms: int | None = None
+    pool_size: int = 4
+    max_overflow: int = 16
+    pool_timeout_s: float = 30.0
+    keepalives_idle_s: int = 10
+    keepalives_interval_s: int = 3
+    keepalives_count: int = 3
+    tcp_user_timeout_ms: int = 10_000
+
+    def postgres_connect_args(self, existing_options: str | None) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "keepalives": 1,
+            "keepalives_idle": self.keepalives_idle_s,
+            "keepalives_interval": self.keepalives_interval_s,
+            "keepalives_count": self.keepalives_count,
+            "tcp_user_timeout": self.tcp_user_timeout_ms,
+        }
+        settings = [
+            ("statement_timeout", self.statement_timeout_ms),
+            ("lock_timeout", self.lock_timeout_ms),
+            ("idle_in_transaction_session_timeout", self.idle_in_transaction_timeout_ms),
+        ]
+        options = [f"-c {name}={value}" for name, value in settings if value is not None]
+        if options:
+            args["options"] = " ".join(
+                [*([existing_options] if existing_options else []), *options]
+            )
+        return args
+
+
+CLI_LIMITS = EngineLimits()
+
+
+def handler_limits(pool_size: int) -> EngineLimits:
+    """The event handler's limits: a fixed pool (no overflow, so `workers × pool_size` is the
+    whole PostgreSQL connection budget of one replica), a 1 s wait for a free connection, and
+    server-side statement and lock timeouts below the handler's own 1 s store deadline."""
+    return EngineLimits(
+        connect_timeout_s=2,
+        statement_timeout_ms=900,
+        lock_timeout_ms=500,
+        idle_in_transaction_timeout_ms=5_000,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout_s=1.0,
+        keepalives_idle_s=5,
+        keepalives_interval_s=2,
+        keepalives_count=2,
+        tcp_user_timeout_ms=5_000,
+    )
+
+
+class StoreError(TogetherError):
     """The state database cannot be used; the message says which one and why (no password)."""
 
 
@@ -147,23 +214,27 @@ def _reason(error: BaseException) -> str:
     return re.sub(r"\"[^\"]*\"|'[^']*'", "…", reason)
 
 
-def create_engine(parsed: URL, masked: str) -> Engine:
+def create_engine(parsed: URL, masked: str, limits: EngineLimits = CLI_LIMITS) -> Engine:
     """The engine for a parsed state URL: SQLite (see `_sqlite_engine`) or PostgreSQL."""
     if parsed.drivername.startswith("sqlite"):
-        return _sqlite_engine(parsed, masked)
-    connect_args: dict[str, Any] = {}
+        return _sqlite_engine(parsed, masked, limits)
+    existing = parsed.query.get("options")
+    connect_args = limits.postgres_connect_args(existing if isinstance(existing, str) else None)
+    if "options" in connect_args:
+        parsed = parsed.difference_update_query(["options"])
     if "connect_timeout" not in parsed.query:
-        connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+        connect_args["connect_timeout"] = limits.connect_timeout_s
     return sa.create_engine(
         parsed,
         connect_args=connect_args,
-        pool_size=4,
-        max_overflow=16,
+        pool_size=limits.pool_size,
+        max_overflow=limits.max_overflow,
+        pool_timeout=limits.pool_timeout_s,
         pool_pre_ping=True,
     )
 
 
-def _sqlite_engine(parsed: URL, masked: str) -> Engine:
+def _sqlite_engine(parsed: URL, masked: str, limits: EngineLimits = CLI_LIMITS) -> Engine:
     path = _sqlite_path(parsed)
     if path is not None and parsed.query.get("mode") != "ro":
         try:
@@ -177,8 +248,9 @@ def _sqlite_engine(parsed: URL, masked: str) -> Engine:
         parsed,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
         poolclass=sa.pool.QueuePool,
-        pool_size=4,
-        max_overflow=16,
+        pool_size=limits.pool_size,
+        max_overflow=limits.max_overflow,
+        pool_timeout=limits.pool_timeout_s,
     )
 
     @sa.event.listens_for(engine, "connect")
