@@ -218,6 +218,8 @@ class AccountRegistry:
         self._lock = threading.Lock()
         self._reload_requested = False
         self._watching = False
+        # Called after every reload attempt with (loaded, the config now served): metrics.
+        self.reload_listeners: list[Callable[[bool, ConfigSnapshot], None]] = []
 
     def __len__(self) -> int:
         return len(self._snapshot.accounts)
@@ -257,6 +259,12 @@ class AccountRegistry:
 
     def reload(self) -> bool:
         """Load the folder again; a broken edit keeps the last good config and logs why."""
+        loaded = self._load_again()
+        for listener in self.reload_listeners:
+            listener(loaded, self._snapshot)
+        return loaded
+
+    def _load_again(self) -> bool:
         signature = accounts_dir_signature(self.accounts_dir)
         self._seen_signature = signature
         try:
@@ -672,6 +680,8 @@ class HandlerApp:
         self._clock = clock
         self._now = now
         self._draining = draining
+        # Called once per answered request with (entry, status, seconds taken): metrics.
+        self.request_listeners: list[Callable[[RequestLog, int, float], None]] = []
         self._email_key = settings.log_salt or settings.keyring.derived_key(EMAIL_HASH_KEY_LABEL)
         self.oauth = oauth or OAuthRoutes(settings.oauth, settings.keyring, credentials.store)
 
@@ -766,13 +776,14 @@ class HandlerApp:
         )
 
     def _log(self, entry: RequestLog, status: int, started: float) -> None:
+        duration_s = self._clock() - started
         fields: dict[str, Any] = {
             "event": "request",
             "request_id": entry.request_id,
             "method": entry.method,
             "route": entry.route,
             "status": status,
-            "duration_ms": round((self._clock() - started) * 1000, 1),
+            "duration_ms": round(duration_s * 1000, 1),
         }
         optional = {
             "account": entry.account,
@@ -785,6 +796,8 @@ class HandlerApp:
         }
         fields.update({key: value for key, value in optional.items() if value is not None})
         log.info(json_line(fields))
+        for listener in self.request_listeners:
+            listener(entry, status, duration_s)
 
     def _route(
         self, environ: dict[str, Any], path: str, method: str, entry: RequestLog
