@@ -3,6 +3,7 @@ each test reproduces the attack the security review found and asserts the exact 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -10,15 +11,28 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
+import httpx
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
 from tests.handler_helpers import Answer, call
+from tests.test_oauth import CLIENT_ID, CLIENT_SECRET, PUBLIC_URL, START_AGAIN, World
+from tests.test_oauth import Page as OAuthPage
 from together_reconcile.cli import main
 from together_reconcile.events.app import HandlerApp, Settings, create_app
 from together_reconcile.events.serve import prepare
+from together_reconcile.gorgias.oauth import (
+    CALLBACK_PATH,
+    INSTALL_PATH,
+    ClientRateLimit,
+    OAuthRoutes,
+    OAuthSettings,
+)
+from together_reconcile.gorgias.tokens import OAuthApp
+from together_reconcile.sandbox import RunningSandbox
 from together_reconcile.secrets import Keyring, generate_key
 from together_reconcile.store import Store, StoreError, mask_url
 
@@ -243,8 +257,7 @@ def test_reload_of_a_huge_order_keeps_the_last_good_config(
     _touch_later(folder / "acme.yaml")
     with caplog.at_level(logging.ERROR, logger="together_reconcile"):
         answer = _acme_event(app, keyring)
-    assert answer.status == 200
-    assert answer.json["shopify_store"] == "acme.myshopify.com"
+    assert answer.status == 200  # acme still known (an unknown account is 404)
     (failure,) = [json.loads(r.getMessage()) for r in caplog.records]
     assert (failure["event"], failure["message"]) == (
         "config_reload_failed",
@@ -279,3 +292,233 @@ def test_any_reload_failure_keeps_the_last_good_config(
         ("config_reload_failed", "kept the last good account config", "RuntimeError")
     ] * 2
     assert "secret-looking detail" not in caplog.text
+
+
+# -- 4. the OAuth callback and install routes -------------------------------------------------
+
+
+@pytest.fixture
+def world(
+    sandbox: RunningSandbox, store: Store, keyring: Keyring, tmp_path: Path, state_url: str
+) -> World:
+    """As in tests/test_oauth.py: the handler with the sandbox's Gorgias as the OAuth server."""
+    sandbox.control.add_gorgias_account("acme", "pasted-acme")
+    sandbox.control.add_gorgias_account("beta", "pasted-beta")
+    sandbox.control.set_oauth_client(CLIENT_ID, CLIENT_SECRET)
+    (tmp_path / "accounts").mkdir(exist_ok=True)
+    oauth = OAuthSettings(
+        OAuthApp(CLIENT_ID, CLIENT_SECRET, sandbox.gorgias_url_template), PUBLIC_URL
+    )
+    settings = Settings(
+        accounts_dir=tmp_path / "accounts", state_url=state_url, keyring=keyring, oauth=oauth
+    )
+    app = create_app(settings, store=store)
+    made = World(app, store, keyring, sandbox, settings, [time.time()], state_url)
+    app.oauth = made.routes()
+    return made
+
+
+def _oauth_get(
+    app: HandlerApp, path: str, query: dict[str, str], *, remote: str, forwarded: str = ""
+) -> OAuthPage:
+    """`tests.test_oauth.get` with the client's address (and a proxy's X-Forwarded-For)."""
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": urlencode(query),
+        "REMOTE_ADDR": remote,
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.url_scheme": "http",
+    }
+    if forwarded:
+        environ["HTTP_X_FORWARDED_FOR"] = forwarded
+    seen: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        seen["status"], seen["headers"] = int(status.split()[0]), dict(headers)
+
+    body = b"".join(app(environ, start_response)).decode()
+    return OAuthPage(seen["status"], seen["headers"], body)
+
+
+def test_callback_error_without_a_state_is_refused_and_never_echoed(world: World) -> None:
+    hostile = "Your account is suspended: call +1-555-0100 <b>now</b>"
+    page = world.callback({"error": hostile})
+    assert (page.status, page.title) == (400, "Connection link incomplete")
+    assert f"The link has no state. {START_AGAIN}" in page.text
+    assert "suspended" not in page.text and "555" not in page.text
+    forged = world.callback({"error": hostile, "state": "s1.1700000000.eyJhIjoiYWNtZSJ9.AAAA"})
+    assert (forged.status, forged.title) == (400, "Connection link not valid")
+    assert "suspended" not in forged.text
+    assert world.stored() == []
+
+
+def test_callback_error_with_a_valid_state_shows_only_our_words(world: World) -> None:
+    hostile = "Your account is suspended: call +1-555-0100"
+    page = world.callback({"error": hostile, "state": world.install("acme")})
+    assert (page.status, page.title) == (400, "Gorgias did not authorize the connection")
+    assert (
+        "<p>Gorgias did not authorize the connection, so nothing was connected. Start again "
+        "from the Together app in Gorgias; if it keeps failing, contact Together support.</p>"
+    ) in page.text
+    assert "suspended" not in page.text and "555" not in page.text
+    busy = world.callback({"error": "temporarily_unavailable", "state": world.install("acme")})
+    assert (busy.status, busy.title) == (502, "Gorgias did not authorize the connection")
+    assert (
+        "Gorgias could not complete the authorization, so nothing was connected. Try again "
+        "in a few minutes from the Together app in Gorgias."
+    ) in busy.text
+    scope = world.callback({"error": "invalid_scope", "state": world.install("acme")})
+    assert (scope.status, scope.title) == (400, "Gorgias did not authorize the connection")
+    assert (
+        "Gorgias did not accept Together&#x27;s connection request, so nothing was connected. "
+        "Please contact Together support."
+    ) in scope.text
+    assert world.stored() == []
+
+
+def _limited_app(world: World, clock: list[float]) -> ClientRateLimit:
+    limit = ClientRateLimit(clock=lambda: clock[0])
+    world.app.oauth = OAuthRoutes(
+        world.settings.oauth,
+        world.keyring,
+        lambda: world.store,
+        clock=lambda: world.clock[0],
+        rate_limit=limit,
+    )
+    return limit
+
+
+def test_install_and_callback_are_rate_limited_per_client_address(world: World) -> None:
+    clock = [1000.0]
+    _limited_app(world, clock)
+    for second in range(60):  # 60 in one minute, install and callback alike: never refused
+        clock[0] = 1000.0 + second * 0.5
+        path = INSTALL_PATH if second % 2 else CALLBACK_PATH
+        page = _oauth_get(world.app, path, {"account": "acme"}, remote="203.0.113.7")
+        assert page.status != 429
+    refused = _oauth_get(world.app, INSTALL_PATH, {"account": "acme"}, remote="203.0.113.7")
+    assert (refused.status, refused.headers["Retry-After"]) == (429, "31")
+    assert refused.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "Too many connection attempts came from your address." in refused.text
+    other = _oauth_get(world.app, INSTALL_PATH, {"account": "acme"}, remote="203.0.113.8")
+    assert other.status == 302
+    clock[0] = 1060.1  # the first request left the window
+    again = _oauth_get(world.app, INSTALL_PATH, {"account": "acme"}, remote="203.0.113.7")
+    assert again.status == 302
+
+
+def test_a_steady_60_a_minute_is_never_refused() -> None:
+    clock = [0.0]
+    limit = ClientRateLimit(clock=lambda: clock[0])
+    for n in range(600):  # ten minutes at exactly one a second
+        clock[0] = float(n)
+        assert limit.take("198.51.100.1") is None
+    bursts = ClientRateLimit(clock=lambda: clock[0])
+    for start in (0.0, 60.0, 120.0):  # 60 at once, once a minute
+        clock[0] = start
+        assert [bursts.take("198.51.100.1") for _ in range(60)] == [None] * 60
+        assert bursts.take("198.51.100.1") == 60
+
+
+def test_rate_limit_keys_on_the_forwarded_address_only_behind_a_local_proxy(
+    world: World,
+) -> None:
+    clock = [1000.0]
+    _limited_app(world, clock)
+    for _ in range(60):
+        _oauth_get(
+            world.app, INSTALL_PATH, {"account": "acme"}, remote="127.0.0.1", forwarded="192.0.2.1"
+        )
+    proxied = {"remote": "127.0.0.1", "forwarded": "10.9.9.9, 192.0.2.1"}
+    assert _oauth_get(world.app, INSTALL_PATH, {"account": "acme"}, **proxied).status == 429
+    proxied["forwarded"] = "192.0.2.2"
+    assert _oauth_get(world.app, INSTALL_PATH, {"account": "acme"}, **proxied).status == 302
+    # A client that is not a local proxy cannot pick its address with the header.
+    for n in range(60):
+        spoofed = {"remote": "203.0.113.9", "forwarded": f"192.0.2.{100 + n}"}
+        assert _oauth_get(world.app, INSTALL_PATH, {"account": "acme"}, **spoofed).status == 302
+    spoofed = {"remote": "203.0.113.9", "forwarded": "192.0.2.250"}
+    assert _oauth_get(world.app, INSTALL_PATH, {"account": "acme"}, **spoofed).status == 429
+
+
+def test_rate_limit_tracks_a_bounded_number_of_addresses() -> None:
+    limit = ClientRateLimit(max_clients=100, clock=lambda: 0.0)
+    for n in range(1000):
+        assert limit.take(f"2001:db8::{n:x}") is None
+    assert len(limit) == 100
+
+
+def _nonce_rows(store: Store) -> int:
+    from sqlalchemy import func, select
+
+    from together_reconcile.store import oauth_state_nonces
+
+    with store._engine.connect() as conn:  # the table itself: what an attacker could fill
+        return int(conn.execute(select(func.count()).select_from(oauth_state_nonces)).scalar_one())
+
+
+def test_nonce_rows_of_expired_states_are_purged(world: World) -> None:
+    started = world.clock[0]
+    for _ in range(3):
+        assert world.callback(world.authorize("acme", world.install("acme"))).status == 200
+    assert _nonce_rows(world.store) == 3
+    world.clock[0] = started + 14 * 60  # a used nonce is kept while its state could verify
+    assert world.callback(world.authorize("acme", world.install("acme"))).status == 200
+    assert _nonce_rows(world.store) == 4
+    world.clock[0] = started + 15 * 60 + 1
+    assert world.callback(world.authorize("acme", world.install("acme"))).status == 200
+    assert _nonce_rows(world.store) == 2
+
+
+class _CentralTokenEndpoint(httpx.HTTPTransport):
+    """Redeems every code at the account that issued it, whatever URL it is posted to: a
+    token endpoint shared by all Gorgias accounts, so a code from `beta` yields beta's token."""
+
+    def __init__(self, issuer: str) -> None:
+        super().__init__()
+        self.issuer = issuer
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/oauth/token"):
+            path = request.url.path.replace("/gorgias/acme/", f"/gorgias/{self.issuer}/")
+            request.url = request.url.copy_with(path=path)
+        return super().handle_request(request)
+
+
+def test_a_code_from_another_gorgias_account_never_replaces_the_credentials(
+    world: World,
+) -> None:
+    assert world.callback(world.authorize("acme", world.install("acme"))).status == 200
+    merchant = world.store.get_credential("gorgias", "acme.gorgias.com")
+    assert merchant is not None
+    # The attacker starts an install for acme, but authorizes at their own account (beta).
+    acme_state = world.install("acme")
+    beta_code = world.authorize("beta", acme_state)["code"]
+    world.app.oauth = OAuthRoutes(
+        world.settings.oauth,
+        world.keyring,
+        lambda: world.store,
+        clock=lambda: world.clock[0],
+        http=httpx.Client(transport=_CentralTokenEndpoint("beta"), timeout=10),
+    )
+    page = world.callback({"code": beta_code, "state": acme_state})
+    assert (page.status, page.title) == (400, "Authorized for another Gorgias account")
+    assert (
+        "The authorization Gorgias sent does not give access to acme.gorgias.com (it may come "
+        f"from another Gorgias account), so nothing was connected. {START_AGAIN}"
+    ) in page.text
+    assert world.store.get_credential("gorgias", "acme.gorgias.com") == merchant
+    # the read that decided it: acme's own API, with the new token, refused by the sandbox
+    reads = [e for e in world.sandbox.control.requests() if e["path"].endswith("/api/integrations")]
+    assert [(r["path"], r["status"]) for r in reads][-1] == ("/gorgias/acme/api/integrations", 401)
+
+
+def test_ownership_check_failing_stores_nothing(world: World) -> None:
+    query = world.authorize("acme", world.install("acme"))
+    world.sandbox.control.add_fault(path_contains="/api/integrations", kind="status", status=503)
+    page = world.callback(query)
+    assert (page.status, page.title) == (502, "Gorgias did not answer")
+    assert world.stored() == []

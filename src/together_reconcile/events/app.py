@@ -46,6 +46,7 @@ from together_reconcile.gorgias.oauth import (
     OAUTH_PATHS,
     OAuthRoutes,
     OAuthSettings,
+    client_address,
     unexpected_error_page,
 )
 from together_reconcile.secrets import Keyring
@@ -550,6 +551,7 @@ _REASONS = {
     405: "Method Not Allowed",
     413: "Content Too Large",
     415: "Unsupported Media Type",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     502: "Bad Gateway",
     503: "Service Unavailable",
@@ -748,7 +750,12 @@ class HandlerApp:
     ) -> Iterable[bytes]:
         """The OAuth routes answer HTML pages (or a redirect), not JSON."""
         try:
-            page = self.oauth.answer(entry.method, path, environ.get("QUERY_STRING") or "")
+            page = self.oauth.answer(
+                entry.method,
+                path,
+                environ.get("QUERY_STRING") or "",
+                client=client_address(environ),
+            )
         except Exception as error:  # the merchant gets a page, never a stack trace
             self._log_unexpected(error, entry.request_id)
             page = unexpected_error_page()

@@ -3,9 +3,16 @@
 `GET /oauth/gorgias/install?account=acme` (Gorgias's "Connect App" sends the merchant there)
 answers 302 to `{TOGETHER_GORGIAS_URL with acme}/oauth/authorize` with a `state` that is signed
 (purpose "oauth-state"), binds the account and a random nonce, and lasts 10 minutes.
-`GET /oauth/gorgias/callback?code=&state=` checks the state (signature, age, account, and that
-its nonce was never used: recorded in the state store, so it holds across processes), redeems
-the code at `…/oauth/token` and stores the tokens encrypted with their expiry.
+`GET /oauth/gorgias/callback?code=&state=` checks the state first (signature, age, account,
+and that its nonce was never used: recorded in the state store, so it holds across processes,
+and purged once no state could still carry it), redeems the code at `…/oauth/token`, checks
+with one read of that account's own API that the new token belongs to the account the state
+was issued for, and only then stores the tokens encrypted with their expiry.
+
+Both routes are open to any Gorgias account (merchants connect before support links them), so
+each client address may make at most `RATE_LIMIT` requests to them in any `RATE_WINDOW_S`
+(per process; 429 with `Retry-After` beyond). An `error=` from Gorgias is shown only as one of
+the OAuth error codes we know, in our own words, never as the text received.
 
 Every answer is a small HTML page for the merchant; problems get a 4xx/5xx page that says what
 to do, never a stack trace, and everything echoed is HTML-escaped. No token or code appears in
@@ -15,18 +22,23 @@ a page or in an error.
 from __future__ import annotations
 
 import html
+import ipaddress
 import json
+import math
 import secrets
+import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qs, urlencode
 
 import httpx
 
 from together_reconcile.config import GORGIAS_ACCOUNT_RE, SUBDOMAIN_RE
+from together_reconcile.github import GitHubSettings, dispatch_apply
 from together_reconcile.gorgias.tokens import (
     CLIENT_ID_ENV,
     CLIENT_SECRET_ENV,
@@ -52,7 +64,12 @@ OAUTH_PATHS: Final = (INSTALL_PATH, CALLBACK_PATH)
 PUBLIC_URL_ENV: Final = "TOGETHER_PUBLIC_URL"
 STATE_PURPOSE: Final = "oauth-state"
 STATE_MAX_AGE_S: Final = 600
-NONCE_KEEP: Final = timedelta(hours=1)  # longer than a state lives (10 min + clock skew)
+# A used nonce is kept while a state carrying it could still verify: 10 minutes, plus the 60 s
+# a state may come from a clock ahead of ours, plus margin. Older rows are purged on each use.
+NONCE_KEEP: Final = timedelta(seconds=STATE_MAX_AGE_S + 300)
+RATE_LIMIT: Final = 60  # requests per client address and window: never refused at or below
+RATE_WINDOW_S: Final = 60.0
+RATE_MAX_CLIENTS: Final = 10_000  # addresses tracked at once (the least recent are forgotten)
 _MAX_ECHO_CHARS = 100
 
 
@@ -73,11 +90,13 @@ class OAuthSettings:
 
     app: OAuthApp | None
     public_url: str | None
+    # Where to dispatch the apply workflow after a connect (SPEC "The support loop").
+    github: GitHubSettings = field(default_factory=lambda: GitHubSettings(None))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> OAuthSettings:
         public_url = (environ.get(PUBLIC_URL_ENV) or "").strip().rstrip("/") or None
-        return cls(OAuthApp.from_env(environ), public_url)
+        return cls(OAuthApp.from_env(environ), public_url, GitHubSettings.from_env(environ))
 
     def require(self) -> tuple[OAuthApp, str]:
         """The app and public URL, or a 503 naming what is missing."""
@@ -96,6 +115,61 @@ class OAuthSettings:
                 f"{'are' if len(missing) > 1 else 'is'} set. Please contact Together support.",
             )
         return self.app, self.public_url
+
+
+class ClientRateLimit:
+    """At most `limit` requests per client address in any `window_s` seconds (a sliding log of
+    the accepted requests' times: an address at or below the limit is never refused)."""
+
+    def __init__(
+        self,
+        limit: int = RATE_LIMIT,
+        window_s: float = RATE_WINDOW_S,
+        *,
+        max_clients: int = RATE_MAX_CLIENTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._max_clients = max_clients
+        self._clock = clock
+        self._seen: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def take(self, client: str) -> int | None:
+        """None when `client` may go on (the request is counted), else seconds to wait."""
+        now = self._clock()
+        with self._lock:
+            times = self._seen.pop(client, None)
+            if times is None:
+                times = deque()
+            while times and times[0] <= now - self.window_s:
+                times.popleft()
+            self._seen[client] = times  # now the most recent
+            if len(times) >= self.limit:
+                return max(1, math.ceil(times[0] + self.window_s - now))
+            times.append(now)
+            while len(self._seen) > self._max_clients:
+                self._seen.popitem(last=False)
+            return None
+
+
+def client_address(environ: Mapping[str, Any]) -> str:
+    """The address a request came from: `REMOTE_ADDR`, or, when that is a proxy on this host
+    (loopback, as `serve`'s default `forwarded_allow_ips`), the last `X-Forwarded-For` entry
+    (the address that proxy saw)."""
+    remote = str(environ.get("REMOTE_ADDR") or "")
+    try:
+        loopback = ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        loopback = False
+    forwarded = str(environ.get("HTTP_X_FORWARDED_FOR") or "")
+    if loopback and forwarded.strip():
+        return forwarded.rsplit(",", 1)[-1].strip()[:64]
+    return remote
 
 
 def callback_uri(public_url: str) -> str:
@@ -211,6 +285,7 @@ class Page:
     code: str | None = None  # an error code for the logs; None on success
     account: str | None = None
     location: str | None = field(default=None, repr=False)
+    retry_after: int | None = None
 
     def body(self) -> bytes:
         text = "".join(f"<p>{html.escape(p)}</p>" for p in self.paragraphs)
@@ -236,6 +311,8 @@ class Page:
         ]
         if self.location is not None:
             headers.append(("Location", self.location))
+        if self.retry_after is not None:
+            headers.append(("Retry-After", str(self.retry_after)))
         return headers
 
 
@@ -256,16 +333,40 @@ def unexpected_error_page() -> Page:
     )
 
 
-def connected_page(domain: str) -> Page:
+def rate_limited_page(retry_after: int) -> Page:
+    return Page(
+        429,
+        "Too many attempts",
+        (
+            "Too many connection attempts came from your address. Nothing was connected. "
+            "Wait a minute, then start again from the Together app in Gorgias.",
+        ),
+        code="rate_limited",
+        retry_after=retry_after,
+    )
+
+
+# When the widget appears, by what happened after the tokens were stored.
+WHEN_DISPATCHED = (
+    "Your Shopify store is already linked: the Together integration and its sidebar widget "
+    "are being set up now and appear in Gorgias within a few minutes. You can close this page."
+)
+WHEN_HOURLY = (
+    "Your Shopify store is already linked: the Together integration and its sidebar widget "
+    "appear in Gorgias within the hour. You can close this page."
+)
+WHEN_LINKED_BY_SUPPORT = (
+    "What happens next: Together support links your Shopify store to this Gorgias account; "
+    "the Together integration and its sidebar widget appear in Gorgias once that is done, and "
+    "support will tell you. You can close this page."
+)
+
+
+def connected_page(domain: str, when: str = WHEN_LINKED_BY_SUPPORT) -> Page:
     return Page(
         200,
         "Gorgias account connected",
-        (
-            f"{domain} is now connected to Together.",
-            "What happens next: Together support links your Shopify store to this Gorgias "
-            "account (an account file in our configuration). The Together integration and its "
-            "sidebar widget appear in Gorgias after the next apply. You can close this page.",
-        ),
+        (f"{domain} is now connected to Together.", when),
         account=domain,
     )
 
@@ -284,19 +385,26 @@ class OAuthRoutes:
         *,
         http: httpx.Client | None = None,
         clock: Callable[[], float] = time.time,
+        account_enabled: Callable[[str], bool] = lambda domain: False,
+        rate_limit: ClientRateLimit | None = None,
     ) -> None:
         self.settings = settings
         self._keyring = keyring
         self._store = store
         self._http = http
         self._clock = clock
+        self._account_enabled = account_enabled  # an enabled account file exists
+        self.rate_limit = rate_limit if rate_limit is not None else ClientRateLimit()
 
     def http(self) -> httpx.Client:
         if self._http is None:
             self._http = token_http_client()
         return self._http
 
-    def answer(self, method: str, path: str, query_string: str) -> Page:
+    def answer(self, method: str, path: str, query_string: str, *, client: str = "") -> Page:
+        wait = self.rate_limit.take(client)
+        if wait is not None:
+            return rate_limited_page(wait)
         if method not in ("GET", "HEAD"):
             return Page(
                 405,
@@ -328,12 +436,12 @@ class OAuthRoutes:
         )
 
     def callback(self, app: OAuthApp, public_url: str, query: Mapping[str, str]) -> Page:
+        now = self._clock()
+        claims = verify_state(self._keyring, query.get("state"), now=now)  # before anything
+        domain = f"{claims.subdomain}.gorgias.com"
         denial = query.get("error")
         if denial is not None:
-            return error_page(_denied(denial))
-        now = self._clock()
-        claims = verify_state(self._keyring, query.get("state"), now=now)
-        domain = f"{claims.subdomain}.gorgias.com"
+            return error_page(_denied(denial), domain)
         try:
             self._check_account(claims, query.get("account"))
             code = query.get("code") or ""
@@ -343,6 +451,7 @@ class OAuthRoutes:
                 )
             self._use_once(claims, now)
             grant = self._exchange(app, public_url, claims.subdomain, code)
+            self._check_owner(app, claims.subdomain, grant)
             self._save(
                 Credential(
                     kind="gorgias",
@@ -354,7 +463,16 @@ class OAuthRoutes:
             )
         except OAuthError as error:
             return error_page(error, domain)
-        return connected_page(domain)
+        return connected_page(domain, self._go_live(domain))
+
+    def _go_live(self, domain: str) -> str:
+        """With an enabled account file, dispatch the apply workflow for it (bounded; a
+        failure only changes the words); without one, never."""
+        if not self._account_enabled(domain):
+            return WHEN_LINKED_BY_SUPPORT
+        if dispatch_apply(self.settings.github, domain).ok:
+            return WHEN_DISPATCHED
+        return WHEN_HOURLY
 
     @staticmethod
     def _check_account(claims: StateClaims, account: str | None) -> None:
@@ -392,11 +510,58 @@ class OAuthRoutes:
         except TokenEndpointError as error:
             raise _exchange_failure(error) from None
 
+    def _check_owner(self, app: OAuthApp, subdomain: str, grant: TokenGrant) -> None:
+        """The new token must read the state's own account (its integrations, one item): a
+        code from another Gorgias account must never replace this account's credentials."""
+        try:
+            answer = self.http().get(
+                f"{app.base_url(subdomain)}/api/integrations",
+                params={"limit": 1},
+                headers={
+                    "Authorization": f"Bearer {grant.access_token}",
+                    "Accept": "application/json",
+                },
+            )
+        except httpx.HTTPError:
+            raise _gorgias_unavailable() from None
+        if answer.status_code in (401, 403):
+            raise _start_again(
+                "token_for_another_account",
+                "Authorized for another Gorgias account",
+                f"The authorization Gorgias sent does not give access to {subdomain}.gorgias.com "
+                "(it may come from another Gorgias account), so nothing was connected.",
+            )
+        if answer.status_code != 200:
+            raise _gorgias_unavailable()
+
     def _save(self, credential: Credential) -> None:
         try:
             self._store().put_credential(credential)
         except StoreError:
             raise _store_unavailable() from None
+
+
+# The OAuth 2.0 error codes (RFC 6749 §4.1.2.1) and what each means for the merchant. Any
+# other `error=` text is not shown: a link anyone can craft would put it on our page.
+_GORGIAS_SIDE = "Gorgias could not complete the authorization, so nothing was connected."
+_OUR_REQUEST = (
+    "Gorgias did not accept Together's connection request, so nothing was connected. "
+    "Please contact Together support."
+)
+_DENIALS: Final = {
+    "invalid_request": (400, _OUR_REQUEST),
+    "unauthorized_client": (400, _OUR_REQUEST),
+    "unsupported_response_type": (400, _OUR_REQUEST),
+    "invalid_scope": (400, _OUR_REQUEST),
+    "server_error": (
+        502,
+        _GORGIAS_SIDE + " Try again in a few minutes from the Together app in Gorgias.",
+    ),
+    "temporarily_unavailable": (
+        502,
+        _GORGIAS_SIDE + " Try again in a few minutes from the Together app in Gorgias.",
+    ),
+}
 
 
 def _denied(error: str) -> OAuthError:
@@ -408,12 +573,16 @@ def _denied(error: str) -> OAuthError:
             "Gorgias access was not granted, so nothing was connected. To connect, start "
             "again from the Together app in Gorgias and choose Allow.",
         )
+    known = _DENIALS.get(error)
+    if known is not None:
+        status, words = known
+        return OAuthError(status, error, "Gorgias did not authorize the connection", words)
     return OAuthError(
         400,
         "authorization_failed",
         "Gorgias did not authorize the connection",
-        f"Gorgias answered “{_shown(error)}”, so nothing was connected. Start again from the "
-        "Together app in Gorgias; if it keeps failing, contact Together support.",
+        "Gorgias did not authorize the connection, so nothing was connected. Start again "
+        "from the Together app in Gorgias; if it keeps failing, contact Together support.",
     )
 
 
@@ -433,18 +602,22 @@ def _exchange_failure(error: TokenEndpointError) -> OAuthError:
             "Nothing was connected. Please contact Together support.",
         )
     if error.kind == "unavailable":
-        return OAuthError(
-            502,
-            "gorgias_unavailable",
-            "Gorgias did not answer",
-            "Nothing was connected. Try again in a few minutes from the Together app in Gorgias.",
-        )
+        return _gorgias_unavailable()
     return OAuthError(
         502,
         "invalid_token_response",
         "Gorgias gave an unexpected answer",
         "Nothing was connected. Try again from the Together app in Gorgias; if it keeps "
         "failing, contact Together support.",
+    )
+
+
+def _gorgias_unavailable() -> OAuthError:
+    return OAuthError(
+        502,
+        "gorgias_unavailable",
+        "Gorgias did not answer",
+        "Nothing was connected. Try again in a few minutes from the Together app in Gorgias.",
     )
 
 
