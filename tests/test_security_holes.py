@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -24,6 +25,12 @@ from tests.test_oauth import Page as OAuthPage
 from together_reconcile.cli import main
 from together_reconcile.events.app import HandlerApp, Settings, create_app
 from together_reconcile.events.serve import prepare
+from together_reconcile.events.shopify import (
+    ShopifyClient,
+    ShopifySettings,
+    ascii_lower,
+    build_search_query,
+)
 from together_reconcile.gorgias.oauth import (
     CALLBACK_PATH,
     INSTALL_PATH,
@@ -33,6 +40,7 @@ from together_reconcile.gorgias.oauth import (
 )
 from together_reconcile.gorgias.tokens import OAuthApp
 from together_reconcile.sandbox import RunningSandbox
+from together_reconcile.sandbox.searchsyntax import compile_query
 from together_reconcile.secrets import Keyring, generate_key
 from together_reconcile.store import Store, StoreError, mask_url
 
@@ -522,3 +530,92 @@ def test_ownership_check_failing_stores_nothing(world: World) -> None:
     page = world.callback(query)
     assert (page.status, page.title) == (502, "Gorgias did not answer")
     assert world.stored() == []
+
+
+# -- 5. the email re-check is exact (ASCII case only) -----------------------------------------
+
+SHOP_TOKEN = "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"
+
+
+def _shop_order(oid: int, email: str) -> dict[str, Any]:
+    return {
+        "id": oid,
+        "name": f"#{oid}",
+        "email": email,
+        "created_at": "2026-10-20T10:00:00Z",
+        "tags": ["together-final-sale"],
+        "total": "10.00",
+        "currency": "EUR",
+        "financial_status": "PAID",
+        "fulfillment_status": "FULFILLED",
+        "line_items": [{"name": "Mug", "quantity": 1}],
+    }
+
+
+KELVIN = "\u212a"  # KELVIN SIGN: casefold() and NFKC make it "k"
+
+
+@pytest.mark.parametrize(
+    ("asked", "theirs", "mine"),
+    [
+        ("strasse@example.com", "straße@example.com", "strasse@example.com"),
+        ("straße@example.com", "strasse@example.com", "straße@example.com"),
+        (f"{KELVIN}ate@example.com", "kate@example.com", f"{KELVIN}ate@example.com"),
+        ("Kate@Example.COM", f"{KELVIN}ate@example.com", "kate@example.com"),
+        ("ｋａｔｅ@example.com", "kate@example.com", "ｋａｔｅ@example.com"),
+    ],
+    ids=["strasse", "strasse-sharp-s", "kelvin-asks", "ascii-asks", "fullwidth"],
+)
+def test_near_miss_emails_never_get_each_others_orders(
+    sandbox: RunningSandbox, asked: str, theirs: str, mine: str
+) -> None:
+    sandbox.control.add_shopify_store("acme", SHOP_TOKEN)
+    sandbox.control.add_orders("acme", [_shop_order(1, theirs), _shop_order(2, mine)])
+    settings = ShopifySettings(url_template=sandbox.shopify_url_template, api_version="2026-04")
+    client = ShopifyClient(settings)
+    try:
+        # The sandbox's search is an index: it returns the near-miss too ...
+        search = build_search_query(asked, datetime(2026, 9, 1, tzinfo=UTC))
+        sandbox.control.clear_requests()
+        found = client.final_sale_orders(
+            "acme.myshopify.com",
+            SHOP_TOKEN,
+            asked,
+            datetime(2026, 9, 1, tzinfo=UTC),
+            deadline=time.monotonic() + 5,
+        )
+    finally:
+        client.close()
+    (request,) = sandbox.control.requests()
+    assert request["status"] == 200
+    assert compile_query(search)(_shop_order(1, theirs)) is True  # the near-miss came back
+    # ... and the re-check keeps only the address that is the same up to ASCII case.
+    assert [order.name for order in found] == ["#2"]
+
+
+def test_sandbox_search_returns_the_near_misses(sandbox: RunningSandbox) -> None:
+    """Without this, the test above would test the sandbox, not the handler's re-check."""
+    sandbox.control.add_shopify_store("acme", SHOP_TOKEN)
+    sandbox.control.add_orders(
+        "acme", [_shop_order(1, "straße@example.com"), _shop_order(2, "kate@example.com")]
+    )
+    url = sandbox.shopify_url_template.format(store="acme") + "/admin/api/2026-04/graphql.json"
+    query = "query($q: String!) { orders(first: 10, query: $q) { nodes { name email } } }"
+    for asked, near in (
+        ("strasse@example.com", "#1"),
+        (f"{KELVIN}ate@example.com", "#2"),
+        ("ｋａｔｅ@example.com", "#2"),
+    ):
+        answer = httpx.post(
+            url,
+            json={"query": query, "variables": {"q": f'email:"{asked}"'}},
+            headers={"X-Shopify-Access-Token": SHOP_TOKEN},
+        )
+        assert [n["name"] for n in answer.json()["data"]["orders"]["nodes"]] == [near]
+
+
+def test_ascii_lower_folds_only_ascii_letters() -> None:
+    assert ascii_lower("Jane.DOE@Example.COM") == "jane.doe@example.com"
+    assert ascii_lower("STRAẞE@x") == "straẞe@x"  # capital sharp s stays
+    assert ascii_lower(f"{KELVIN}ATE@x") == f"{KELVIN}ate@x"
+    assert ascii_lower("ÉMILE@x") == "Émile@x"

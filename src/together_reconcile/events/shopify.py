@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import string
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -255,7 +256,7 @@ class ShopifyClient:
     ) -> list[FinalSaleOrder]:
         """The customer's final-sale orders since `cutoff`, newest first, at most 50."""
         search = build_search_query(email, cutoff)
-        wanted_email = email.casefold()
+        wanted_email = ascii_lower(email)
         subdomain = store_domain.split(".", 1)[0]
         found: list[FinalSaleOrder] = []
         seen: set[str] = set()
@@ -395,9 +396,19 @@ def _throttle_wait(response: httpx.Response, document: Any) -> float:
         return DEFAULT_THROTTLE_WAIT_S
 
 
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def ascii_lower(email: str) -> str:
+    """`email` with only the ASCII letters A-Z lower-cased: the one folding the exact match
+    allows. Unicode folding would merge addresses that differ (`casefold()` makes `straße`
+    `strasse`, and the Kelvin sign `K` a `k`), handing one customer another's orders."""
+    return email.translate(_ASCII_LOWER)
+
+
 def _matches(node: _OrderNode, wanted_email: str, cutoff: datetime) -> bool:
     """Search is an index, not an exact match: re-check every order we were given."""
-    if node.email is None or node.email.casefold() != wanted_email:
+    if node.email is None or ascii_lower(node.email) != wanted_email:
         return False
     created = node.created_at
     if created.tzinfo is None:

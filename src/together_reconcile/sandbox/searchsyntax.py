@@ -9,8 +9,9 @@ Grammar (implicit AND binds tighter than OR)::
     term    := FIELD ":" [ "<" | "<=" | ">" | ">=" ] VALUE  |  BAREWORD
 
 VALUE is an unquoted run (backslash escapes `\\:`, `\\(`, `\\)`, `\\\\`, `\\ `...) or a
-single- or double-quoted string with backslash escapes. Fields: `email` (exact,
-case-insensitive), `tag` / `tag_not` (exact tag, case-insensitive), `created_at` /
+single- or double-quoted string with backslash escapes. Fields: `email` (case-insensitive and
+loose, like an index: `straße` finds `strasse`, the Kelvin sign finds `k`), `tag` /
+`tag_not` (exact tag, case-insensitive), `created_at` /
 `processed_at` (dates, with comparators), `name`, `financial_status`, `fulfillment_status`,
 `id`. A bare word without a field matches nothing (strict); an unknown field or an
 unparseable query raises `SearchSyntaxError` whose message never repeats the query's values.
@@ -18,6 +19,7 @@ unparseable query raises `SearchSyntaxError` whose message never repeats the que
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -192,8 +194,18 @@ def _term(token: Token) -> Predicate:
             return any(str(tag).casefold() == wanted_tag for tag in order.get("tags") or ())
 
         return has_tag if field == "tag" else (lambda order: not has_tag(order))
+    if field == "email":  # an index, like Shopify's: near-misses come back too
+        wanted_email = _loose(value)
+        return lambda order: _loose(str(order.get(field) or "")) == wanted_email
     wanted_text = value.casefold()
     return lambda order: str(order.get(field) or "").casefold() == wanted_text
+
+
+def _loose(text: str) -> str:
+    """Compatibility forms and case folded away: `straße` and `strasse`, the Kelvin sign and
+    `k`, full-width letters and ASCII all look alike to the email search. A caller must
+    re-check what it gets (the handler compares exactly)."""
+    return unicodedata.normalize("NFKC", text).casefold()
 
 
 class _Parser:
