@@ -148,17 +148,12 @@ def test_chunked_body_within_the_limit(app: HandlerApp, keyring: Keyring) -> Non
         "a\x00b@example.com",
     ],
 )
-def test_no_usable_email_answers_an_empty_list_without_shopify(
+def test_no_usable_email_answers_an_empty_object_without_shopify(
     app: HandlerApp, keyring: Keyring, lookup: FakeLookup, email: str | None
 ) -> None:
     answer = post(app, keyring, event(customer_email=email))
     assert answer.status == 200
-    assert answer.json == {
-        "shopify_store": "acme.myshopify.com",
-        "lookback_days": 60,
-        "final_sale_order_count": 0,
-        "final_sale_orders": [],
-    }
+    assert answer.json == {}
     assert lookup.calls == []
 
 

@@ -138,9 +138,7 @@ def test_handler_null_empty_or_implausible_email_answers_200_empty(
 ) -> None:
     answer = call(served, email=email)
     assert answer.status_code == 200, answer.text
-    document = answer.json()
-    assert document["final_sale_orders"] == [] and document["final_sale_order_count"] == 0
-    assert document["shopify_store"] == f"{orders['main']}.myshopify.com"
+    assert answer.json() == {}
 
 
 def test_handler_no_matching_orders_answers_200_empty(
@@ -148,7 +146,7 @@ def test_handler_no_matching_orders_answers_200_empty(
 ) -> None:
     answer = call(served, email="nobody-at-all@example.com")
     assert answer.status_code == 200
-    assert answer.json()["final_sale_orders"] == []
+    assert answer.json() == {}
 
 
 def test_handler_content_type_with_parameters_is_json(

@@ -46,7 +46,8 @@ class EventAnswer(BaseModel):
 
 
 def empty_answer(account: Account) -> EventAnswer:
-    """The answer when there is no usable email or no matching order."""
+    """The whole shape with no order: the answer to the reserved verification event only
+    (`together_reconcile.verification`); any other event without an order answers `{}`."""
     return EventAnswer(
         shopify_store=account.shopify_store,
         lookback_days=account.lookback_days,
