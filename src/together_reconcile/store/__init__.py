@@ -65,6 +65,7 @@ from together_reconcile.store.tables import (
     metadata,
     oauth_state_nonces,
     schema_version_table,
+    verifications,
 )
 from together_reconcile.store.values import (
     CREDENTIAL_KINDS,
@@ -76,6 +77,7 @@ from together_reconcile.store.values import (
     CredentialKind,
     CredentialStatus,
     ManagedAccount,
+    Verification,
     as_utc,
     current_commit,
     utcnow,
@@ -102,6 +104,7 @@ __all__ = [
     "ManagedAccount",
     "Store",
     "StoreError",
+    "Verification",
     "audit_log_table",
     "credential_from_json",
     "credential_from_mapping",
@@ -115,6 +118,7 @@ __all__ = [
     "normalize_domain",
     "oauth_state_nonces",
     "schema_version_table",
+    "verifications",
 ]
 
 
@@ -499,6 +503,75 @@ class Store:
                 fingerprint=row.fingerprint,
                 applied_at=as_utc(row.applied_at) or utcnow(),
                 commit=row.commit,
+            )
+            for row in rows
+        }
+
+    # Verifications -------------------------------------------------------------------------
+
+    def claim_verification(
+        self, domain: str, holder: str, *, now: datetime, stale_s: float
+    ) -> bool:
+        """Mark a verification of `domain` as running for `holder`; False when another one is
+        in flight (claimed less than `stale_s` ago). At most one per account, across processes."""
+        domain = domain.strip().lower()
+        now = as_utc(now) or utcnow()
+        with self._write() as conn:
+            row = conn.execute(
+                sa.select(verifications.c.running_since)
+                .where(verifications.c.domain == domain)
+                .with_for_update()
+            ).first()
+            if row is None:
+                conn.execute(
+                    verifications.insert().values(
+                        domain=domain, running_since=now, running_holder=holder
+                    )
+                )
+                return True
+            since = as_utc(row.running_since)
+            if since is not None and since > now - timedelta(seconds=stale_s):
+                return False
+            conn.execute(
+                verifications.update()
+                .where(verifications.c.domain == domain)
+                .values(running_since=now, running_holder=holder)
+            )
+            return True
+
+    def finish_verification(self, holder: str, verification: Verification) -> None:
+        """Record the result and release the claim `holder` made (a claim taken over by another
+        run since is left to that run; the result is recorded all the same)."""
+        domain = verification.domain.strip().lower()
+        result = {
+            "result": verification.result,
+            "code": verification.code,
+            "at": as_utc(verification.at),
+            "seconds": verification.seconds,
+        }
+        with self._write() as conn:
+            conn.execute(
+                verifications.update().where(verifications.c.domain == domain).values(**result)
+            )
+            conn.execute(
+                verifications.update()
+                .where(verifications.c.domain == domain, verifications.c.running_holder == holder)
+                .values(running_since=None, running_holder=None)
+            )
+
+    def list_verifications(self) -> dict[str, Verification]:
+        """The last recorded verification of each account (accounts never verified: absent)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(verifications).where(verifications.c.result.is_not(None))
+            ).all()
+        return {
+            row.domain: Verification(
+                domain=row.domain,
+                result=row.result,
+                code=row.code,
+                at=as_utc(row.at) or utcnow(),
+                seconds=float(row.seconds or 0.0),
             )
             for row in rows
         }

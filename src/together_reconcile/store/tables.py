@@ -75,6 +75,22 @@ oauth_state_nonces = sa.Table(
 )
 
 
+# The last verification of each account (`verify`, `apply --verify`) and the one in flight:
+# `running_since`/`running_holder` are set while a verification runs (at most one per account;
+# a claim older than the verify bound is taken over, so a killed run never blocks the next).
+verifications = sa.Table(
+    "verifications",
+    metadata,
+    sa.Column("domain", sa.String(255), primary_key=True),
+    sa.Column("result", sa.String(16), nullable=True),
+    sa.Column("code", sa.String(64), nullable=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("seconds", sa.Float, nullable=True),
+    sa.Column("running_since", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("running_holder", sa.String(64), nullable=True),
+)
+
+
 def _migration_1_initial(conn: Connection) -> None:
     for table in (credentials, managed_accounts, audit_log_table, locks):
         table.create(conn)
@@ -84,6 +100,10 @@ def _migration_2_oauth_state_nonces(conn: Connection) -> None:
     oauth_state_nonces.create(conn)
 
 
+def _migration_3_verifications(conn: Connection) -> None:
+    verifications.create(conn)
+
+
 # Ordered; never edit a released entry, append a new one. Version N = first N applied.
 # Migration 1 creates the tables as defined above. Before a later migration alters one of them,
 # freeze its current definition into `_migration_1_initial` (a copy), then change it above, so
@@ -91,5 +111,6 @@ def _migration_2_oauth_state_nonces(conn: Connection) -> None:
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migration_1_initial,
     _migration_2_oauth_state_nonces,
+    _migration_3_verifications,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -111,6 +111,17 @@ class ManagedAccount:
 
 
 @dataclass(frozen=True)
+class Verification:
+    """The last verification of one account: `ok`, or `failed` with a code."""
+
+    domain: str
+    result: Literal["ok", "failed"]
+    code: str | None
+    at: datetime
+    seconds: float
+
+
+@dataclass(frozen=True)
 class AuditEntry:
     id: int
     at: datetime
