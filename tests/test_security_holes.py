@@ -619,3 +619,71 @@ def test_ascii_lower_folds_only_ascii_letters() -> None:
     assert ascii_lower("STRAẞE@x") == "straẞe@x"  # capital sharp s stays
     assert ascii_lower(f"{KELVIN}ATE@x") == f"{KELVIN}ate@x"
     assert ascii_lower("ÉMILE@x") == "Émile@x"
+
+
+# -- 6. symlinks in accounts/ -----------------------------------------------------------------
+
+LINK_PROBLEM = (
+    "is a symbolic link: an account file must be a regular file in the accounts folder; "
+    "replace the link with the file itself"
+)
+
+
+def _linked_accounts(tmp_path: Path) -> Path:
+    """accounts/acme.yaml -> ../docs/acme.yaml (valid content), plus a dangling link."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "acme.yaml").write_text(GOOD_ACCOUNT)
+    folder = tmp_path / "accounts"
+    folder.mkdir()
+    (folder / "acme.yaml").symlink_to("../docs/acme.yaml")
+    (folder / "gone.yml").symlink_to("../docs/nowhere.yaml")
+    return folder
+
+
+def test_validate_refuses_symlinked_account_files(tmp_path: Path) -> None:
+    folder = _linked_accounts(tmp_path)
+    result = _cli(tmp_path, "validate")
+    assert result.exit_code == 1
+    assert result.output == (
+        f"{folder}/acme.yaml:1:1: {LINK_PROBLEM}\n"
+        f"{folder}/gone.yml:1:1: {LINK_PROBLEM}\n"
+        "2 files, 2 problems\n"
+    )
+    named = _cli(tmp_path, "validate", str(folder / "acme.yaml"))
+    assert named.exit_code == 1
+    assert named.output.splitlines()[0] == f"{folder}/acme.yaml:1:1: {LINK_PROBLEM}"
+
+
+def test_plan_refuses_symlinked_account_files(tmp_path: Path) -> None:
+    folder = _linked_accounts(tmp_path)
+    result = _cli(tmp_path, "plan")
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: invalid account files (2 problems); run `together-reconcile validate`:\n"
+        f"{folder}/acme.yaml:1:1: {LINK_PROBLEM}\n"
+        f"{folder}/gone.yml:1:1: {LINK_PROBLEM}\n"
+    )
+
+
+def test_handler_refuses_symlinks_at_start_and_on_reload(
+    handler: tuple[HandlerApp, Keyring, Path], caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    from together_reconcile.config import ConfigError
+    from together_reconcile.events.app import ConfigSnapshot
+
+    app, keyring, folder = handler
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "beta.yaml").write_text(
+        "shopify_store: beta.myshopify.com\ngorgias_account: beta.gorgias.com\n"
+    )
+    (folder / "beta.yaml").symlink_to(tmp_path / "docs" / "beta.yaml")
+    _touch_later(folder / "acme.yaml")
+    beta = {"ticket_id": 1, "account_domain": "beta.gorgias.com", "customer_email": None}
+    with caplog.at_level(logging.ERROR, logger="together_reconcile"):
+        answer = call(app, body=beta, token=keyring.event_token("beta.gorgias.com"))
+    assert answer.code == "unknown_account"  # the linked file was never loaded
+    (failure,) = [json.loads(r.getMessage()) for r in caplog.records]
+    assert failure["problems"] == [f"{folder}/beta.yaml:1:1: {LINK_PROBLEM}"]
+    with pytest.raises(ConfigError) as raised:
+        ConfigSnapshot.load(folder)
+    assert [str(p) for p in raised.value.problems] == [f"{folder}/beta.yaml:1:1: {LINK_PROBLEM}"]

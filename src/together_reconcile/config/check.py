@@ -235,14 +235,15 @@ def check_file(path: Path, *, build_model: bool = True) -> FileResult:
 
 
 def account_files(folder: Path) -> list[Path]:
-    """The account files directly in `folder`, by name (hidden files are skipped)."""
+    """The account files directly in `folder`, by name (hidden files are skipped). Links with
+    an account file's name are listed too, so that reading them reports the link."""
     with os.scandir(folder) as entries:
         names = sorted(
             entry.name
             for entry in entries
             if entry.name.endswith(ACCOUNT_FILE_SUFFIXES)
             and not entry.name.startswith(".")
-            and entry.is_file()
+            and (entry.is_file() or entry.is_symlink())
         )
     return [folder / name for name in names]
 
@@ -338,7 +339,7 @@ def _run_checks(paths: Sequence[Path], accounts_dir: Path, build_models: bool) -
         if path.is_dir():
             for key, child in files.folder(path).items():
                 files.paths.setdefault(key, child)
-        elif path.is_file():
+        elif path.is_file() or path.is_symlink():  # a link: reading it says so
             files.add(path)
         else:
             problems.append(Problem(path, 1, 1, "no such file or folder"))

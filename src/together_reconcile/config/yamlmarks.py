@@ -22,6 +22,10 @@ from together_reconcile.config.rules import MAX_FILE_BYTES
 from together_reconcile.config.secretscan import NO_SECRETS_HERE, SECRET_KEY_RE, SECRET_VALUE_RE
 
 DOMAIN_FIELDS = (("shopify_store",), ("gorgias_account",))  # checked as domains, not secrets
+SYMLINK_PROBLEM = (
+    "is a symbolic link: an account file must be a regular file in the accounts folder; "
+    "replace the link with the file itself"
+)
 
 
 @dataclass
@@ -188,10 +192,15 @@ def build(node: yaml.Node, path: KeyPath, doc: Document) -> Any:
 def read_text(path: Path) -> str | Problem:
     """The file's text, or the problem that stops it being read (size, encoding, I/O)."""
     try:
-        with open(path, "rb") as handle:
+        # O_NOFOLLOW: a link (`acme.yaml -> ../docs/acme.yaml`) would let edits to a file
+        # outside accounts/ change an account without touching accounts/.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with open(fd, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             raw = b"" if size > MAX_FILE_BYTES else handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
+        if os.path.islink(path):
+            return Problem(path, 1, 1, SYMLINK_PROBLEM)
         return Problem(path, 1, 1, f"cannot read the file: {exc.strerror}")
     size = max(size, len(raw))
     if size > MAX_FILE_BYTES:
