@@ -43,6 +43,7 @@ def run_serve(
     shopify_url: str,
     workers: int = 1,
     threads: int = 8,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[ServedHandler]:
     port = free_port()
     stderr_path = tmp / "serve.stderr"
@@ -64,6 +65,7 @@ def run_serve(
         str(workers),
         "--threads",
         str(threads),
+        *extra_args,
     ]
     with stderr_path.open("wb") as stderr:
         process = subprocess.Popen(command, env=env, stdout=stderr, stderr=stderr)

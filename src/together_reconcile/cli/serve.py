@@ -88,6 +88,18 @@ from together_reconcile.cli import Options
     "[default: 4].",
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    envvar="TOGETHER_METRICS_PORT",
+    help="Serve Prometheus metrics at /metrics on this port, a listener of its own (never the "
+    "public port), summed over the workers [default: off].",
+)
+@click.option(
+    "--metrics-host",
+    envvar="TOGETHER_METRICS_HOST",
+    help="Address of the metrics listener [default: 127.0.0.1].",
+)
+@click.option(
     "--config",
     "config_file",
     envvar="TOGETHER_GUNICORN_CONFIG",
@@ -107,6 +119,7 @@ def serve_command(
 
     from together_reconcile.events import app as handler
     from together_reconcile.events import serve
+    from together_reconcile.events.metrics import MetricsPortError
     from together_reconcile.secrets import SecretKeysError
 
     # The defaults live in serve.ServeOptions only; a test checks the help text against them.
@@ -118,7 +131,7 @@ def serve_command(
         if store_pool_size is not None:
             settings = dataclasses.replace(settings, store_pool_size=store_pool_size)
         serve.run_server(settings, serve_options)
-    except SecretKeysError as error:
+    except (SecretKeysError, MetricsPortError) as error:
         raise click.ClickException(str(error)) from None
     except config.ConfigError as error:
         raise click.ClickException(f"the account files are not valid:\n{error}") from None

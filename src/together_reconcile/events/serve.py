@@ -25,7 +25,7 @@ import shlex
 import threading
 import time
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import Application, BaseApplication
 from gunicorn.arbiter import Arbiter
@@ -54,6 +54,9 @@ from together_reconcile.events.worker import (
     current_connection,
 )
 from together_reconcile.store import Store, StoreError
+
+if TYPE_CHECKING:
+    from together_reconcile.events.metrics import MetricsServer
 
 log = logging.getLogger(HANDLER_LOGGER)
 
@@ -87,6 +90,8 @@ class ServeOptions:
     header_timeout: float = DEFAULT_HEADER_TIMEOUT_S
     drain_delay: float = 0.0
     config: str | None = None
+    metrics_port: int | None = None  # None: no metrics; see events.metrics
+    metrics_host: str = DEFAULT_HOST
     given: frozenset[str] = field(default_factory=frozenset)
 
     def defaults(self) -> dict[str, Any]:
@@ -228,10 +233,17 @@ def _serving(app: WSGIApplication, worker: DrainingThreadWorker | None) -> WSGIA
 class HandlerServer(BaseApplication):  # type: ignore[misc]
     """gunicorn application around `events.app.create_app`."""
 
-    def __init__(self, settings: Settings, snapshot: ConfigSnapshot, options: ServeOptions):
+    def __init__(
+        self,
+        settings: Settings,
+        snapshot: ConfigSnapshot,
+        options: ServeOptions,
+        metrics_server: MetricsServer | None = None,
+    ):
         self.settings = settings
         self.snapshot = snapshot
         self.options = options
+        self.metrics_server = metrics_server
         self.draining = Draining()
         self.worker: DrainingThreadWorker | None = None
         DrainingThreadWorker.header_timeout_s = options.header_timeout
@@ -260,6 +272,11 @@ class HandlerServer(BaseApplication):  # type: ignore[misc]
         else:
             self.cfg.set("pre_request", _chain(_remember_request, user_pre_request))
         self.cfg.set("post_fork", _chain(self._post_fork, self.cfg.post_fork))
+        if self.metrics_server is not None:
+            from together_reconcile.events.metrics import child_exit
+
+            self.cfg.set("post_fork", _chain(self.metrics_server.after_fork, self.cfg.post_fork))
+            self.cfg.set("child_exit", _chain(child_exit, self.cfg.child_exit))
 
     # gunicorn's config-file loading, as its command-line Application does it
     get_config_from_filename = Application.get_config_from_filename
@@ -273,6 +290,10 @@ class HandlerServer(BaseApplication):  # type: ignore[misc]
     def load(self) -> WSGIApplication:
         configure_json_logging()
         app = create_app(self.settings, snapshot=self.snapshot, draining=self.draining)
+        if self.metrics_server is not None:
+            from together_reconcile.events.metrics import attach
+
+            attach(app)
         app.registry.watch()  # a folder changed since the master loaded it is served now
         return _serving(app, self.worker)
 
@@ -355,4 +376,14 @@ def run_server(settings: Settings, options: ServeOptions) -> None:
     """Serve until stopped (SIGTERM: drain; SIGINT/SIGQUIT: quick). Raises `ConfigError`
     before starting."""
     snapshot = prepare(settings)
-    HandlerServer(settings, snapshot, options).run()
+    metrics_server = None
+    if options.metrics_port is not None:
+        from together_reconcile.events.metrics import MetricsServer
+
+        # A fresh metrics directory and the /metrics listener, before any worker starts.
+        metrics_server = MetricsServer.start_for_run(options.metrics_host, options.metrics_port)
+    try:
+        HandlerServer(settings, snapshot, options, metrics_server).run()
+    finally:
+        if metrics_server is not None:
+            metrics_server.stop()
