@@ -287,6 +287,32 @@ def worker_metrics() -> Metrics:
     return Metrics(FailureStreaks(directory / STREAKS))
 
 
+class Observable(Protocol):
+    """What `attach` needs of `events.app.HandlerApp`."""
+
+    @property
+    def registry(self) -> Any: ...
+
+    @property
+    def request_listeners(self) -> list[Any]: ...
+
+
+def attach(app: Observable) -> Metrics:
+    """Record the app's answers and config reloads (in a worker, before it serves)."""
+    metrics = worker_metrics()
+    registry = app.registry
+    metrics.config_loaded(registry.snapshot, registry.accounts_dir)
+
+    def reloaded(loaded: bool, snapshot: Snapshot) -> None:
+        metrics.config_reloaded(loaded)
+        if loaded:
+            metrics.config_loaded(snapshot, registry.accounts_dir)
+
+    registry.reload_listeners.append(reloaded)
+    app.request_listeners.append(metrics.request)
+    return metrics
+
+
 def child_exit(_arbiter: Any, worker: Any) -> None:
     """gunicorn hook: a dead worker's live gauges no longer count (its counters do)."""
     directory = os.environ.get(MULTIPROC_ENV)
@@ -334,13 +360,23 @@ class _Server(http.server.ThreadingHTTPServer):
         super().__init__((host, port), handler)
 
 
+class MetricsPortError(Exception):
+    """The metrics port cannot be listened on."""
+
+
 class MetricsServer:
     """`GET /metrics` on its own port, served by a thread of the master."""
 
     def __init__(self, host: str, port: int, directory: Path) -> None:
         handler = type("Handler", (_MetricsHandler,), {"registry": scrape_registry(directory)})
         self.directory = directory
-        self._server = _Server(host, port, handler)  # binds now: a busy port stops the start
+        try:  # binds now: a busy port stops the start
+            self._server = _Server(host, port, handler)
+        except OSError as error:
+            shutil.rmtree(directory, ignore_errors=True)
+            reason = error.strerror or type(error).__name__
+            message = f"cannot listen on {host}:{port} for metrics: {reason}"
+            raise MetricsPortError(message) from None
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics", daemon=True
@@ -349,7 +385,14 @@ class MetricsServer:
     def start(self) -> None:
         self._thread.start()
 
-    def close_in_child(self) -> None:
+    @classmethod
+    def start_for_run(cls, host: str, port: int) -> MetricsServer:
+        """In the master, before any worker: a fresh metrics directory and its listener."""
+        server = cls(host, port, enable_multiprocess())
+        server.start()
+        return server
+
+    def after_fork(self, _arbiter: Any, _worker: Any) -> None:
         """gunicorn `post_fork`: a worker must not keep the master's listening socket."""
         self._server.socket.close()
 
