@@ -687,3 +687,61 @@ def test_handler_refuses_symlinks_at_start_and_on_reload(
     with pytest.raises(ConfigError) as raised:
         ConfigSnapshot.load(folder)
     assert [str(p) for p in raised.value.problems] == [f"{folder}/beta.yaml:1:1: {LINK_PROBLEM}"]
+
+
+# -- 7. workflow-command injection through file names -----------------------------------------
+
+INJECTED = "zz\n::notice title=Approved::Security review passed\n.yaml"
+
+
+def test_a_file_name_cannot_print_a_workflow_command(tmp_path: Path) -> None:
+    folder = tmp_path / "accounts"
+    folder.mkdir()
+    (folder / INJECTED).write_text(
+        "shopify_store: zz.myshopify.com\ngorgias_account: zz.gorgias.com\n"
+    )
+    env = {"GITHUB_ACTIONS": "true"}
+    result = CliRunner(env=env).invoke(
+        main, ["--accounts-dir", str(folder), "validate"], catch_exceptions=False
+    )
+    assert result.exit_code == 1
+    shown = f"{folder}/zz\\n::notice title=Approved::Security review passed\\n.yaml"
+    message = (
+        'file name "zz\\n::notice title=Approved::Security review passed\\n.yaml" does not '
+        'match gorgias_account "zz.gorgias.com": rename the file to zz.yaml or correct '
+        "gorgias_account"
+    )
+    prop = shown.replace(":", "%3A").replace(",", "%2C")
+    assert result.output.splitlines() == [
+        f"{shown}:2:18: {message}",
+        f"::error file={prop},line=2,col=18::{message}",
+        "1 file, 1 problem",
+    ]
+    assert not any(line.startswith("::notice") for line in result.output.splitlines())
+
+
+def test_every_printed_path_escapes_control_characters(tmp_path: Path) -> None:
+    folder = tmp_path / "accounts"
+    folder.mkdir()
+    body = "shopify_store: zz.myshopify.com\ngorgias_account: {}.gorgias.com\n"
+    (folder / "zz.yaml").write_text(body.format("zz"))
+    (folder / "e\x1b[2J\u2028.yml").write_text(body.format("e"))  # a clash names the other
+    planned = _cli(tmp_path, "plan")
+    assert planned.exit_code == 1
+    lines = planned.output.splitlines()
+    assert lines[0] == (
+        "Error: invalid account files (3 problems); run `together-reconcile validate`:"
+    )
+    assert f"{folder}/zz.yaml:1:16: " in planned.output
+    assert f"is also linked in {folder}/e\\x1b[2J\\u2028.yml: a store links" in planned.output
+    assert f"{folder}/e\\x1b[2J\\u2028.yml:1:16: " in planned.output
+    assert "\x1b" not in planned.output and "\u2028" not in planned.output
+    assert len(lines) == 4
+
+
+def test_shown_path() -> None:
+    from together_reconcile.config.problems import shown_path
+
+    assert shown_path("accounts/acme.yaml") == "accounts/acme.yaml"
+    assert shown_path("a\tb\rc\x7fd\x85e\u202ef\udcff") == "a\\tb\\rc\\x7fd\\x85e\\u202ef\\udcff"
+    assert shown_path(Path("ünï cödé/ok.yaml")) == "ünï cödé/ok.yaml"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from together_reconcile.config.fastcheck import surely_valid
-from together_reconcile.config.problems import Position, Problem, ValidationReport
+from together_reconcile.config.problems import Position, Problem, ValidationReport, shown_path
 from together_reconcile.config.rules import ACCOUNT_FILE_SUFFIXES, DOMAINS, domain_problem
 from together_reconcile.config.schema import packaged_schema, shape_checker
 from together_reconcile.config.secretscan import quote_safely
@@ -210,7 +210,8 @@ def check_text(path: Path, text: str, *, build_model: bool = True) -> FileResult
         if path.stem != subdomain:
             doc.add(
                 result.gorgias[1],
-                f'file name "{path.name}" does not match gorgias_account "{result.gorgias[0]}": '
+                f'file name "{shown_path(path.name)}" does not match gorgias_account '
+                f'"{result.gorgias[0]}": '
                 f"rename the file to {subdomain}.yaml or correct gorgias_account",
             )
     if not doc.problems and (build_model or not surely):
@@ -292,7 +293,9 @@ def _cross_file_problems(
             for result in results:
                 if id(result) not in checked_ids:
                     continue
-                others = ", ".join(str(other.path) for other in results if other is not result)
+                others = ", ".join(
+                    shown_path(other.path) for other in results if other is not result
+                )
                 found = result.store if field_name == "shopify_store" else result.gorgias
                 assert found is not None
                 (line, col) = found[1]

@@ -20,14 +20,36 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}:{self.col}: {self.message}"
+        return f"{shown_path(self.path)}:{self.line}:{self.col}: {shown_path(self.message)}"
 
     def github_annotation(self) -> str:
         """The same problem as a GitHub Actions workflow command."""
         return (
-            f"::error file={_escape_property(str(self.path))},line={self.line},"
-            f"col={self.col}::{_escape_data(self.message)}"
+            f"::error file={_escape_property(shown_path(self.path))},line={self.line},"
+            f"col={self.col}::{_escape_data(shown_path(self.message))}"
         )
+
+
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def shown_path(path: Path | str) -> str:
+    """A path (or any text from outside) as printed: every control or other unprintable
+    character escaped (`\\n`, `\\x1b`, `\\u2028`, an undecodable byte's `\\udcff`), so a file
+    name can never start an output line of its own, such as a `::notice` workflow command."""
+    text = str(path)
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _escaped(char) for char in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if char in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[char]
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 @dataclass(frozen=True)
