@@ -745,3 +745,30 @@ def test_shown_path() -> None:
     assert shown_path("accounts/acme.yaml") == "accounts/acme.yaml"
     assert shown_path("a\tb\rc\x7fd\x85e\u202ef\udcff") == "a\\tb\\rc\\x7fd\\x85e\\u202ef\\udcff"
     assert shown_path(Path("ünï cödé/ok.yaml")) == "ünï cödé/ok.yaml"
+
+
+# -- 8. a lone surrogate in customer_email ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw_email", ['"\\ud800@example.com"', '"jane\\udfff@example.com"', '"a@\\udbff\\udbff.com"']
+)
+def test_a_lone_surrogate_email_answers_200_empty_never_5xx(
+    handler: tuple[HandlerApp, Keyring, Path], caplog: pytest.LogCaptureFixture, raw_email: str
+) -> None:
+    app, keyring, _folder = handler
+    body = (
+        f'{{"ticket_id": 1, "account_domain": "acme.gorgias.com", "customer_email": {raw_email}}}'
+    )
+    with caplog.at_level(logging.INFO, logger="together_reconcile"):
+        answer = call(app, body=body.encode(), token=keyring.event_token("acme.gorgias.com"))
+    assert (answer.status, answer.json) == (200, {})
+    assert "unexpected_error" not in caplog.text
+
+
+def test_the_log_hash_of_a_lone_surrogate_does_not_raise() -> None:
+    from together_reconcile.events.logs import email_hash
+
+    assert email_hash(b"k" * 32, "\ud800@example.com").startswith("hmac:")
+    assert email_hash(b"k" * 32, "\ud800@example.com") != email_hash(b"k" * 32, "@example.com")
+    assert email_hash(b"k" * 32, "Jane@Example.com") == email_hash(b"k" * 32, "jane@example.com")

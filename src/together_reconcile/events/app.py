@@ -649,8 +649,10 @@ def plausible_email(value: str | None) -> str | None:
     email = value.strip()
     if not email or len(email) > MAX_EMAIL_CHARS or "@" not in email:
         return None
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in email):
-        return None
+    if any(
+        ord(char) < 0x20 or ord(char) == 0x7F or 0xD800 <= ord(char) <= 0xDFFF for char in email
+    ):
+        return None  # control characters, or a lone surrogate ("\ud800" in JSON): not UTF-8
     local, _, domain = email.rpartition("@")
     if not local or not domain:
         return None

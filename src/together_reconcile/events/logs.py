@@ -28,8 +28,10 @@ _request = threading.local()
 
 def email_hash(key: bytes, email: str) -> str:
     """A keyed HMAC of the lower-cased email: follows one customer across log lines, restarts
-    and replicas without the logs holding the address."""
-    digest = hmac.new(key, email.strip().lower().encode("utf-8"), hashlib.sha256).hexdigest()
+    and replicas without the logs holding the address. Never raises: a lone surrogate (JSON
+    allows `"\\ud800"`) is hashed through `surrogatepass` instead of failing the request."""
+    data = email.strip().lower().encode("utf-8", "surrogatepass")
+    digest = hmac.new(key, data, hashlib.sha256).hexdigest()
     return "hmac:" + digest[:16]
 
 
