@@ -54,6 +54,14 @@ lock: $(STAMP)
 	  --no-emit-find-links --no-emit-index-url --no-emit-trusted-host $(ARGS) \
 	  --output-file requirements/ci.lock pyproject.toml
 
+# The slow operations proofs (issue 14), not part of `make test`: a real Prometheus scraping
+# serve, real nginx in front of two replicas on PostgreSQL (rolling restart, slow clients,
+# OAuth across replicas), the container image built from a debootstrapped base and run with
+# podman. Bounded: 30 minutes in all; each test stops what it started.
+.PHONY: test-ops
+test-ops: $(STAMP)
+	TOGETHER_OPS_TESTS=1 timeout --kill-after=30 1800 $(BIN)/pytest -p no:cacheprovider tests/ops
+
 # Mutation testing of the core (issue 16): slow, so not part of `make test`. The dev extra
 # brings mutmut; a .venv made before it was added gets it here. ARGS are passed on, e.g.
 # `make mutation ARGS="--only secrets.py --max-children 1"`.
