@@ -772,3 +772,62 @@ def test_the_log_hash_of_a_lone_surrogate_does_not_raise() -> None:
     assert email_hash(b"k" * 32, "\ud800@example.com").startswith("hmac:")
     assert email_hash(b"k" * 32, "\ud800@example.com") != email_hash(b"k" * 32, "@example.com")
     assert email_hash(b"k" * 32, "Jane@Example.com") == email_hash(b"k" * 32, "jane@example.com")
+
+
+# -- 9. the widget title is plain text --------------------------------------------------------
+
+TITLE_ADVICE = (
+    'widget.title: use plain text: no markup characters (< > { } [ ] & " ` \\) and no line '
+    "breaks, tabs or other control characters"
+)
+
+
+@pytest.mark.parametrize(
+    ("title_yaml", "col"),
+    [
+        ('"<img src=x onerror=alert(1)>"', 10),
+        ("'{{ticket.customer.email}}'", 10),
+        ('"Orders [internal]"', 10),
+        ('"Tom & Jerry"', 10),
+        ('"a\\u202eb"', 10),  # right-to-left override
+        ('"tab\\there"', 10),
+        ("|\n    Final-sale orders\n", 10),  # a block scalar ends in a line break
+    ],
+    ids=["html", "template", "brackets", "ampersand", "bidi", "tab", "block-scalar"],
+)
+def test_markup_in_the_widget_title_is_refused(tmp_path: Path, title_yaml: str, col: int) -> None:
+    folder = _accounts(tmp_path, f"widget:\n  title: {title_yaml}\n")
+    result = _cli(tmp_path, "validate")
+    assert result.exit_code == 1
+    assert result.output == f"{folder}/acme.yaml:4:{col}: {TITLE_ADVICE}\n1 file, 1 problem\n"
+
+
+@pytest.mark.parametrize(
+    "title", ["Final-sale orders", "Kate's orders (50% off!)", "Ventes finales · 注文", "No. 1"]
+)
+def test_plain_titles_are_fine(tmp_path: Path, title: str) -> None:
+    _accounts(tmp_path, f"widget:\n  title: {json.dumps(title)}\n")
+    assert _cli(tmp_path, "validate").output == "1 file, 0 problems\n"
+
+
+def test_the_model_and_the_committed_schema_state_the_title_rule() -> None:
+    import jsonschema
+    from pydantic import ValidationError
+
+    from together_reconcile.config import WidgetSettings
+    from together_reconcile.config.rules import WIDGET_TITLE_PATTERN
+
+    assert WidgetSettings(title="Final-sale orders").title == "Final-sale orders"
+    for bad in ("<b>x</b>", "{{x}}", "Orders\n", "\ud800"):
+        with pytest.raises(ValidationError):
+            WidgetSettings(title=bad)
+    committed = json.loads((ROOT / "schemas" / "account.schema.json").read_text())
+    title = committed["properties"]["widget"]["properties"]["title"]
+    assert title["pattern"] == WIDGET_TITLE_PATTERN
+    assert "without markup characters" in title["description"]
+    validator = jsonschema.Draft202012Validator(committed)
+    base = {"shopify_store": "acme.myshopify.com", "gorgias_account": "acme.gorgias.com"}
+    assert not list(validator.iter_errors({**base, "widget": {"title": "Orders"}}))
+    assert [e.validator for e in validator.iter_errors({**base, "widget": {"title": "<b>"}})] == [
+        "pattern"
+    ]

@@ -19,6 +19,9 @@ from together_reconcile.config.rules import (
     MAX_LOOKBACK_DAYS,
     MAX_WIDGET_ORDER,
     SHOPIFY_STORE_PATTERN,
+    TITLE_MARKUP_CHARACTERS,
+    WIDGET_TITLE_PATTERN,
+    title_problem,
 )
 
 
@@ -40,12 +43,27 @@ class WidgetSettings(BaseModel):
             "first. Default 0."
         ),
     )
-    title: Annotated[str, Field(min_length=1, max_length=100)] = Field(
-        DEFAULT_WIDGET_TITLE,
-        title="Title",
-        description="Card title agents see above the final-sale orders (at most 100 characters).",
-        examples=["Final-sale orders"],
+    title: Annotated[str, Field(min_length=1, max_length=100, pattern=WIDGET_TITLE_PATTERN)] = (
+        Field(
+            DEFAULT_WIDGET_TITLE,
+            title="Title",
+            description=(
+                "Card title agents see above the final-sale orders: plain text of at most 100 "
+                "characters, without markup characters ("
+                + " ".join(TITLE_MARKUP_CHARACTERS)
+                + "), line breaks, tabs or other control characters."
+            ),
+            examples=["Final-sale orders"],
+        )
     )
+
+    @field_validator("title")
+    @classmethod
+    def _plain_title(cls, value: str) -> str:
+        problem = title_problem(value, "title")
+        if problem is not None:
+            raise ValueError(problem.removeprefix("title: "))
+        return value
 
 
 class Account(BaseModel):

@@ -20,7 +20,12 @@ import yaml
 
 from together_reconcile.config.fastcheck import surely_valid
 from together_reconcile.config.problems import Position, Problem, ValidationReport, shown_path
-from together_reconcile.config.rules import ACCOUNT_FILE_SUFFIXES, DOMAINS, domain_problem
+from together_reconcile.config.rules import (
+    ACCOUNT_FILE_SUFFIXES,
+    DOMAINS,
+    domain_problem,
+    title_problem,
+)
 from together_reconcile.config.schema import packaged_schema, shape_checker
 from together_reconcile.config.secretscan import quote_safely
 
@@ -137,6 +142,9 @@ def _schema_problems(doc: Document, data: dict[str, Any]) -> bool:
                 )
             else:
                 doc.add(where, f"{label}: expected {words}, got {_kind_of(value)}{hint}")
+        elif keyword == "pattern" and path == ("widget", "title") and isinstance(value, str):
+            if value:  # empty: minLength says so
+                doc.add(where, title_problem(value) or f"{name}: use plain text")
         elif keyword == "pattern" and path and path[-1] in DOMAINS and len(path) == 1:
             doc.add(where, domain_problem(path[-1], value) or f"{name}: not a valid domain")  # type: ignore[arg-type]
         elif keyword in ("minimum", "maximum"):
@@ -202,6 +210,12 @@ def check_text(path: Path, text: str, *, build_model: bool = True) -> FileResult
             # The schema's pattern (a search, where `$` may match before a final newline in
             # Python) let it through: say what is wrong in the same words as for any bad domain.
             doc.add(where, message)
+    widget = data.get("widget")
+    title = widget.get("title") if isinstance(widget, dict) else None
+    message = title_problem(title) if isinstance(title, str) else None
+    where = doc.value_at(("widget", "title"))
+    if message is not None and all((p.line, p.col) != where for p in doc.problems):
+        doc.add(where, message)  # e.g. "Title\n" (a `|` block): the schema's `$` allowed it
     if isinstance(store, str) and domain_problem("shopify_store", store) is None:
         result.store = (store.lower(), doc.value_at(("shopify_store",)))
     if isinstance(gorgias, str) and domain_problem("gorgias_account", gorgias) is None:

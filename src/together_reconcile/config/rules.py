@@ -41,6 +41,30 @@ GORGIAS_ACCOUNT_RE = _whole_value(GORGIAS_ACCOUNT_PATTERN)
 SUBDOMAIN_RE = _whole_value(rf"^{SUBDOMAIN_PATTERN}$")
 MAX_LOOKBACK_DAYS = 60
 MAX_WIDGET_ORDER = 1000  # widget.order: 0 to this
+# widget.title goes into the Gorgias widget template: printable text only, none of the
+# characters that start markup or template syntax (HTML tags and entities, `{{ }}`, `[ ]`,
+# quotes that close attributes, backticks, backslashes), no control, format, separator or
+# bidirectional characters. Plain ECMA-262 (editors) that Python and pydantic read alike.
+TITLE_MARKUP_CHARACTERS = '<>{}[]&"`\\'
+WIDGET_TITLE_PATTERN = (
+    r'^[^<>{}\[\]&"`\\\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f'
+    r"\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]+$"
+)
+WIDGET_TITLE_RE = re.compile(WIDGET_TITLE_PATTERN.removesuffix("$") + r"\Z")  # no final "\n"
+
+
+def title_problem(value: str, label: str = "widget.title") -> str | None:
+    """Why `value` cannot be a widget title, or None if it can."""
+    surrogate = any(0xD800 <= ord(char) <= 0xDFFF for char in value)  # never valid text
+    if WIDGET_TITLE_RE.match(value) and not surrogate:
+        return None
+    shown = " ".join(TITLE_MARKUP_CHARACTERS)
+    return (
+        f"{label}: use plain text: no markup characters ({shown}) and no line breaks, tabs "
+        "or other control characters"
+    )
+
+
 DEFAULT_WIDGET_TITLE = "Together"
 MAX_FILE_BYTES = 64 * 1024
 SCHEMA_ID = "urn:together-reconcile:schemas:account"
