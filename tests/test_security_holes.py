@@ -7,12 +7,15 @@ import io
 import json
 import logging
 import os
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import httpx
 import psycopg
@@ -831,3 +834,92 @@ def test_the_model_and_the_committed_schema_state_the_title_rule() -> None:
     assert [e.validator for e in validator.iter_errors({**base, "widget": {"title": "<b>"}})] == [
         "pattern"
     ]
+
+
+# -- issue 11: a chunked body on a server that neither de-chunks nor marks its end ------------
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@pytest.fixture
+def wsgiref_server(handler: tuple[HandlerApp, Keyring, Path]) -> Iterator[tuple[int, Keyring]]:
+    """The handler behind wsgiref's own server on a loopback port (no CONTENT_LENGTH and no
+    wsgi.input_terminated for a chunked request, as uWSGI's --http-socket)."""
+    app, keyring, _folder = handler
+    server = make_server("127.0.0.1", 0, app, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], keyring
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _raw_post(port: int, headers: list[str], body: bytes) -> tuple[int, dict[str, Any]]:
+    request = (
+        "POST /gorgias/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + "".join(f"{line}\r\n" for line in headers)
+        + "\r\n"
+    ).encode() + body
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(payload)
+
+
+def test_a_chunked_body_on_wsgiref_is_411_length_required(
+    wsgiref_server: tuple[int, Keyring],
+) -> None:
+    port, keyring = wsgiref_server
+    event = json.dumps(
+        {"ticket_id": 1, "account_domain": "acme.gorgias.com", "customer_email": None}
+    ).encode()
+    headers = [
+        "Content-Type: application/json",
+        f"X-Together-Token: {keyring.event_token('acme.gorgias.com')}",
+    ]
+    chunked = f"{len(event):x}\r\n".encode() + event + b"\r\n0\r\n\r\n"
+    status, document = _raw_post(port, [*headers, "Transfer-Encoding: chunked"], chunked)
+    assert (status, document) == (
+        411,
+        {
+            "error": {
+                "code": "length_required",
+                "message": "this server cannot read a chunked body: send the body with a "
+                "Content-Length",
+            }
+        },
+    )
+    # the same event with a Content-Length is answered (here: no email, so {}) ...
+    assert _raw_post(port, [*headers, f"Content-Length: {len(event)}"], event) == (200, {})
+    # ... and so is a lone surrogate email (item 8), over a real socket too
+    odd = event.replace(b"null", b'"\\ud800@example.com"')
+    assert _raw_post(port, [*headers, f"Content-Length: {len(odd)}"], odd) == (200, {})
+
+
+# -- issue 11: a domain with a line break gets the friendly message ---------------------------
+
+
+@pytest.mark.parametrize(
+    "value", ['"acme.gorgias.com\\n"', "|\n  acme.gorgias.com\n", "' acme.gorgias.com '"]
+)
+def test_a_domain_with_a_line_break_gets_the_friendly_message(tmp_path: Path, value: str) -> None:
+    folder = tmp_path / "accounts"
+    folder.mkdir()
+    (folder / "acme.yaml").write_text(
+        f"shopify_store: acme.myshopify.com\ngorgias_account: {value}\n"
+    )
+    result = _cli(tmp_path, "validate")
+    assert result.exit_code == 1
+    assert result.output == (
+        f"{folder}/acme.yaml:2:18: gorgias_account: remove the spaces or line breaks around "
+        '"acme.gorgias.com"\n1 file, 1 problem\n'
+    )

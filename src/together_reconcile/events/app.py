@@ -550,6 +550,7 @@ _REASONS = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    411: "Length Required",
     413: "Content Too Large",
     415: "Unsupported Media Type",
     429: "Too Many Requests",
@@ -587,6 +588,15 @@ def read_body(environ: dict[str, Any], max_bytes: int = MAX_BODY_BYTES) -> bytes
             if len(body) > max_bytes:
                 raise HttpError(413, "body_too_large", _too_large(max_bytes), close=True)
             return body
+        if "chunked" in (environ.get("HTTP_TRANSFER_ENCODING") or "").lower():
+            # wsgiref, uWSGI --http-socket: a chunked body the server neither de-chunks nor
+            # marks the end of; reading it could wait forever, and ignoring it drops the event.
+            raise HttpError(
+                411,
+                "length_required",
+                "this server cannot read a chunked body: send the body with a Content-Length",
+                close=True,
+            )
         return b""
     except OSError:
         raise HttpError(
