@@ -19,6 +19,8 @@ import re
 import time
 from collections.abc import Sequence
 
+from together_reconcile.errors import TogetherError
+
 # cryptography is imported by Keyring only: `keygen` and the account-file commands never load it.
 
 ENV_VAR = "TOGETHER_SECRET_KEYS"
@@ -36,7 +38,7 @@ _KEY_BYTES = 32
 _URLSAFE_B64 = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
 
-class SecretKeysError(Exception):
+class SecretKeysError(TogetherError):
     """`TOGETHER_SECRET_KEYS` is missing or malformed; the message says what to fix."""
 
 

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from together_reconcile.errors import TogetherError
+
 KeyPath = tuple[str | int, ...]  # keys and list indexes from the document root
 Position = tuple[int, int]  # 1-based line, column
 
@@ -78,7 +80,7 @@ class ValidationReport:
         return out
 
 
-class ConfigError(Exception):
+class ConfigError(TogetherError):
     """The account files are not valid; `problems` lists every problem found."""
 
     def __init__(self, problems: Sequence[Problem]) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from together_reconcile.config import GORGIAS_ACCOUNT_RE, SHOPIFY_STORE_RE
+from together_reconcile.errors import TogetherError
 from together_reconcile.store.values import Credential, utcnow
 
 INPUT_KEYS: dict[str, tuple[str, ...]] = {
@@ -28,7 +29,7 @@ def _shown_domain(domain: str) -> str:
     return "the domain given"
 
 
-class CredentialInputError(ValueError):
+class CredentialInputError(TogetherError, ValueError):
     """Input for a credential is unusable; the message never contains a value from it."""
 
 

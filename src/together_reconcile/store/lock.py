@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from together_reconcile.errors import EXIT_REFUSED
 from together_reconcile.store.engine import StoreError
 from together_reconcile.store.tables import locks
 from together_reconcile.store.values import as_utc, utcnow
@@ -27,7 +28,10 @@ APPLY_LOCK_NAME = "apply"
 
 
 class LockTimeout(StoreError):
-    """Another process held the apply lock for longer than we were willing to wait."""
+    """Another process held the apply lock for longer than we were willing to wait (exit 3:
+    nothing was changed)."""
+
+    exit_code = EXIT_REFUSED
 
 
 WriteTransaction = Callable[[], AbstractContextManager[Connection]]
