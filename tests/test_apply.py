@@ -12,20 +12,24 @@ from typing import Any
 
 import pytest
 
-from tests.test_plan import DOMAIN, desired, live_integration, live_widget
-from together_reconcile.config import Account, AccountFile
-from together_reconcile.gorgias.client import CreateOutcomeUnknown, NotFound
+from tests.builders import (
+    DOMAIN,
+    FakeGorgias,
+    desired,
+    live_integration,
+    live_widget,
+    make_reconciler,
+)
+from together_reconcile.gorgias.client import CreateOutcomeUnknown
 from together_reconcile.gorgias.reasons import (
     CREDENTIALS_REJECTED,
     NOT_CONNECTED,
 )
 from together_reconcile.reconcile.apply import (
-    ApplyRefused,
     ApplyReport,
     ApplyStepError,
     PlanFileError,
     _create_or_adopt,
-    _update_body,
     blocked_result,
     check_delete_cap,
     check_not_stale,
@@ -33,7 +37,7 @@ from together_reconcile.reconcile.apply import (
     run_apply,
 )
 from together_reconcile.reconcile.desired import is_ours
-from together_reconcile.reconcile.observe import DesiredState, GorgiasAuthProvider, Reconciler
+from together_reconcile.reconcile.kinds import INTEGRATION
 from together_reconcile.reconcile.plan import (
     FieldDiff,
     Observation,
@@ -43,6 +47,7 @@ from together_reconcile.reconcile.plan import (
     sorted_plan,
 )
 from together_reconcile.reconcile.render import saved_plan_document
+from together_reconcile.reconcile.safety import DeleteCapExceeded, StalePlan
 from together_reconcile.secrets import Keyring
 from together_reconcile.store import Credential, Store
 
@@ -67,11 +72,9 @@ def deleting(n: int) -> Any:
 
 def test_delete_cap_counts_accounts_and_refuses_over_it() -> None:
     check_delete_cap(deleting(3), 3)
-    with pytest.raises(ApplyRefused) as refused:
+    with pytest.raises(DeleteCapExceeded) as refused:
         check_delete_cap(deleting(4), 3)
-    assert "deletes 4" in str(refused.value)
-    assert "--max-deletes 4" in str(refused.value)
-    assert "nothing was changed" in str(refused.value)
+    assert (refused.value.count, refused.value.cap, refused.value.exit_code) == (4, 3, 3)
 
 
 def test_delete_cap_counts_each_extra_duplicate() -> None:
@@ -88,8 +91,9 @@ def test_delete_cap_counts_each_extra_duplicate() -> None:
         ]
     )
     assert duplicates.delete_count == 2
-    with pytest.raises(ApplyRefused):
+    with pytest.raises(DeleteCapExceeded) as refused:
         check_delete_cap(duplicates, 1)
+    assert (refused.value.count, refused.value.cap) == (2, 1)
 
 
 def test_saved_plan_round_trip_and_staleness(tmp_path: Path) -> None:
@@ -111,15 +115,18 @@ def test_saved_plan_round_trip_and_staleness(tmp_path: Path) -> None:
             )
         ]
     )
-    with pytest.raises(ApplyRefused, match=f"plan is stale: .* for {DOMAIN}"):
+    with pytest.raises(StalePlan) as stale:
         check_not_stale(saved, moved)
+    assert stale.value.domains == (DOMAIN,)
     different_change = sorted_plan(
         [plan_account(DOMAIN, desired(token="rotated"), Observation((live_integration(),), ()))]
     )
-    with pytest.raises(ApplyRefused, match="plan is stale"):
+    with pytest.raises(StalePlan) as stale:
         check_not_stale(saved, different_change)
-    with pytest.raises(ApplyRefused, match="plan is stale"):
+    assert stale.value.domains == (DOMAIN,)
+    with pytest.raises(StalePlan) as stale:
         check_not_stale(saved, sorted_plan([]))
+    assert stale.value.domains == (DOMAIN,)
 
 
 @pytest.mark.parametrize(
@@ -195,7 +202,9 @@ def test_update_body_turns_extra_triggers_off_and_reactivates() -> None:
             FieldDiff("deactivated_datetime", "2026-01-01", None),
         ),
     )
-    body = _update_body(desired().integration, resource)
+    body = INTEGRATION.body_for_update(
+        desired().integration, resource.diff, resource.action == "reactivate"
+    )
     assert body["http"]["triggers"] == {
         "ticket-created": True,
         "ticket-updated": True,
@@ -206,91 +215,6 @@ def test_update_body_turns_extra_triggers_off_and_reactivates() -> None:
 
 
 # -- the whole run against a fake Gorgias and a real store ----------------------------------
-
-
-class FakeGorgias:
-    """In-memory Gorgias for one account; counts writes."""
-
-    def __init__(self) -> None:
-        self.integrations: dict[int, dict[str, Any]] = {}
-        self.widgets: dict[int, dict[str, Any]] = {}
-        self.writes: list[str] = []
-        self.next_id = 100
-
-    def __enter__(self) -> FakeGorgias:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        return None
-
-    def _new(self, table: dict[int, dict[str, Any]], body: Any) -> dict[str, Any]:
-        self.next_id += 1
-        obj = {**json.loads(json.dumps(body)), "id": self.next_id, "deactivated_datetime": None}
-        table[self.next_id] = obj
-        return obj
-
-    def list_integrations(self) -> list[dict[str, Any]]:
-        return list(self.integrations.values())
-
-    def list_widgets(self, integration_id: int | None = None) -> list[dict[str, Any]]:
-        return [
-            w
-            for w in self.widgets.values()
-            if integration_id is None or w["integration_id"] == integration_id
-        ]
-
-    def create_integration(self, body: Any) -> dict[str, Any]:
-        self.writes.append("POST integration")
-        return self._new(self.integrations, body)
-
-    def create_widget(self, body: Any) -> dict[str, Any]:
-        self.writes.append("POST widget")
-        return self._new(self.widgets, body)
-
-    def update_integration(self, iid: int, body: Any) -> dict[str, Any]:
-        self.writes.append("PUT integration")
-        self.integrations[iid].update(json.loads(json.dumps(body)))
-        return self.integrations[iid]
-
-    def update_widget(self, wid: int, body: Any) -> dict[str, Any]:
-        self.writes.append("PUT widget")
-        self.widgets[wid].update(json.loads(json.dumps(body)))
-        return self.widgets[wid]
-
-    def delete_integration(self, iid: int) -> None:
-        self.writes.append("DELETE integration")
-        if self.integrations.pop(iid, None) is None:
-            raise NotFound(404, "gone", "DELETE", "/api/integrations")
-
-    def delete_widget(self, wid: int) -> None:
-        self.writes.append("DELETE widget")
-        if self.widgets.pop(wid, None) is None:
-            raise NotFound(404, "gone", "DELETE", "/api/widgets")
-
-
-def make_reconciler(
-    keyring: Keyring, fakes: dict[str, FakeGorgias], accounts: dict[str, bool], store: Store
-) -> Reconciler:
-    files = {
-        f"{sub}.gorgias.com": AccountFile(
-            Account(
-                shopify_store=f"{sub}.myshopify.com",
-                gorgias_account=f"{sub}.gorgias.com",
-                enabled=enabled,
-            ),
-            Path(f"accounts/{sub}.yaml"),
-        )
-        for sub, enabled in accounts.items()
-    }
-    desired_state = DesiredState(files, "https://t.example.com", keyring, "sha1")
-    managed = store.list_managed()
-    domains = set(files) | set(managed)
-    return Reconciler(
-        desired_state,
-        frozenset(managed),
-        GorgiasAuthProvider.from_store(store, domains),
-        lambda domain, _auth: fakes[domain],  # type: ignore[arg-type,return-value]
-    )
 
 
 def test_apply_records_managed_accounts_audits_and_forgets(store: Store, keyring: Keyring) -> None:

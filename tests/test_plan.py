@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 from typing import Any
 
-from together_reconcile.config import Account, AccountFile
+from tests.builders import DOMAIN, TOKEN, desired, live_integration, live_widget
 from together_reconcile.gorgias.reasons import (
     CREDENTIALS_REJECTED,
     NOT_CONNECTED,
     RECONNECT_NEEDED,
 )
-from together_reconcile.reconcile.desired import desired_integration, desired_widget
 from together_reconcile.reconcile.plan import (
-    DesiredResources,
     FieldDiff,
     Observation,
     Plan,
@@ -23,42 +19,6 @@ from together_reconcile.reconcile.plan import (
     sorted_plan,
 )
 from together_reconcile.secrets import fingerprint
-
-DOMAIN = "acme.gorgias.com"
-TOKEN = "event-token-for-acme"
-ACCOUNT = Account(shopify_store="acme.myshopify.com", gorgias_account=DOMAIN)
-FILE = AccountFile(ACCOUNT, Path("accounts/acme.yaml"))
-
-
-def desired(commit: str = "c1", token: str = TOKEN) -> DesiredResources:
-    body = desired_integration(
-        FILE, public_url="https://t.example.com", event_token=token, commit=commit
-    )
-    return DesiredResources(body, lambda iid: desired_widget(ACCOUNT, iid))
-
-
-def live_integration(iid: int = 10, **changes: Any) -> dict[str, Any]:
-    """Our integration as Gorgias returns it: read-only and extra fields included."""
-    body = copy.deepcopy(dict(desired().integration))
-    body.update(
-        id=iid,
-        uri=f"/api/integrations/{iid}/",
-        created_datetime="2026-01-01T00:00:00",
-        updated_datetime="2026-01-02T00:00:00",
-        deactivated_datetime=None,
-        managed=False,
-        meta={},
-    )
-    body["http"].update(id=900 + iid, execution_order=0)
-    body.update(changes)
-    return body
-
-
-def live_widget(wid: int = 20, iid: int = 10, **changes: Any) -> dict[str, Any]:
-    body = desired_widget(ACCOUNT, iid)
-    body.update(id=wid, uri=f"/api/widgets/{wid}/", app_id=None, deactivated_datetime=None)
-    body.update(changes)
-    return body
 
 
 def plan_of(*integrations: dict[str, Any], widgets: tuple[dict[str, Any], ...] = ()) -> Any:

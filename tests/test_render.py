@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.test_plan import DOMAIN, TOKEN, desired, live_integration, live_widget
+from tests.builders import DOMAIN, TOKEN, desired, live_integration, live_widget
 from together_reconcile.gorgias.reasons import (
     NOT_CONNECTED,
 )

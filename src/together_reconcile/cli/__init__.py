@@ -16,6 +16,8 @@ from typing import Any
 
 import click
 
+from together_reconcile.errors import TogetherError
+
 DEFAULT_STATE_URL = "sqlite:///.together/state.db"
 
 
@@ -107,9 +109,14 @@ class TogetherGroup(click.Group):
             formatter.write_dl(rows)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Run a command; the one place a `TogetherError` becomes `Error: <message>` + its exit
+        code (commands let it propagate: no command converts errors itself)."""
         kwargs["standalone_mode"] = False
         try:
             result = super().main(*args, **kwargs)
+        except TogetherError as error:
+            click.echo(f"Error: {error.message}", err=True)
+            sys.exit(error.exit_code)
         except click.UsageError as error:
             error.show()
             sys.exit(EXIT_USAGE)

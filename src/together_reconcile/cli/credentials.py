@@ -1,4 +1,8 @@
-"""`credentials put|list|import|rotate`: the encrypted token store."""
+"""`credentials put|list|import|rotate`: the encrypted token store.
+
+Errors (`StoreError`, `SecretKeysError`, `CredentialInputError`) are `TogetherError`s: the root
+group prints them, no command converts them.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,7 @@ from together_reconcile.cli import Options
 
 def _keyring_from_env() -> secrets.Keyring:
     """The keys from `TOGETHER_SECRET_KEYS` (read from the environment only: never argv)."""
-    try:
-        return secrets.Keyring.from_env(os.environ.get(secrets.ENV_VAR))
-    except secrets.SecretKeysError as error:
-        raise click.ClickException(str(error)) from None
+    return secrets.Keyring.from_env(os.environ.get(secrets.ENV_VAR))
 
 
 @click.group()
@@ -39,14 +40,11 @@ def credentials_put(options: Options, kind: str, domain: str) -> None:
     shopify STORE_DOMAIN:   {"access_token"}
     Needs TOGETHER_SECRET_KEYS. The token is never printed.
     """
-    try:
-        store_module.normalize_domain(kind, domain)
-        keyring = _keyring_from_env()
-        credential = store_module.credential_from_json(kind, domain, sys.stdin.read())
-        with store_module.Store.open(options.state_url, keyring) as store:
-            store.put_credential(credential)
-    except (store_module.CredentialInputError, store_module.StoreError) as error:
-        raise click.ClickException(str(error)) from None
+    store_module.normalize_domain(kind, domain)
+    keyring = _keyring_from_env()
+    credential = store_module.credential_from_json(kind, domain, sys.stdin.read())
+    with store_module.Store.open(options.state_url, keyring) as store:
+        store.put_credential(credential)
     expiry = f", expires {_format_expiry(credential.expires_at)}" if credential.expires_at else ""
     click.echo(f"stored {credential.kind} credential for {credential.domain}{expiry}")
 
@@ -65,11 +63,8 @@ def credentials_list(options: Options) -> None:
     expired (same, already past), reconnect_needed (the refresh token was refused:
     the merchant must connect again). A token with a refresh token is renewed on use: ok.
     """
-    try:
-        with store_module.Store.open(options.state_url) as store:
-            infos = store.list_credentials()
-    except store_module.StoreError as error:
-        raise click.ClickException(str(error)) from None
+    with store_module.Store.open(options.state_url) as store:
+        infos = store.list_credentials()
     now = datetime.now(UTC)
     rows = [("KIND", "DOMAIN", "EXPIRES", "STATUS")] + [
         (info.kind, info.domain, _format_expiry(info.expires_at), info.display_status(now))
@@ -92,14 +87,11 @@ def credentials_import(options: Options, source: str) -> None:
     (the other keys as for `credentials put`). One bad line: nothing is stored, and
     the error names the line. Needs TOGETHER_SECRET_KEYS.
     """
-    try:
-        keyring = _keyring_from_env()
-        text = _read_source(source)
-        creds = store_module.credentials_from_json_lines(text.splitlines())
-        with store_module.Store.open(options.state_url, keyring) as store:
-            count = store.import_credentials(creds)
-    except (store_module.CredentialInputError, store_module.StoreError) as error:
-        raise click.ClickException(str(error)) from None
+    keyring = _keyring_from_env()
+    text = _read_source(source)
+    creds = store_module.credentials_from_json_lines(text.splitlines())
+    with store_module.Store.open(options.state_url, keyring) as store:
+        count = store.import_credentials(creds)
     click.echo(f"imported {count} credential{'s' if count != 1 else ''}")
 
 
@@ -122,9 +114,6 @@ def credentials_rotate(options: Options) -> None:
     derived from them is still in use (apply first, so integrations carry the new token).
     """
     keyring = _keyring_from_env()
-    try:
-        with store_module.Store.open(options.state_url, keyring) as store:
-            count = store.rotate_credentials()
-    except store_module.StoreError as error:
-        raise click.ClickException(str(error)) from None
+    with store_module.Store.open(options.state_url, keyring) as store:
+        count = store.rotate_credentials()
     click.echo(f"re-encrypted {count} credential{'s' if count != 1 else ''} under the newest key")

@@ -9,26 +9,20 @@ from pathlib import Path
 
 import click
 
-from together_reconcile import config, secrets
-from together_reconcile import store as store_module
 from together_reconcile.cli import Options
 from together_reconcile.reconcile import apply as apply_module
 from together_reconcile.reconcile import observe as observe_module
 from together_reconcile.reconcile import plan as plan_module
-from together_reconcile.reconcile import render
+from together_reconcile.reconcile import render, safety
 
 
 def _open_reconcile_session(options: Options) -> observe_module.Session:
-    """Settings are checked before the store is opened: nothing is written when one is missing."""
-    try:
-        return observe_module.open_session(options.accounts_dir, options.state_url)
-    except (
-        observe_module.SetupError,
-        secrets.SecretKeysError,
-        config.ConfigError,
-        store_module.StoreError,
-    ) as error:
-        raise click.ClickException(str(error)) from None
+    """Settings are checked before the store is opened: nothing is written when one is missing.
+
+    Its errors (`SetupError`, `SecretKeysError`, `ConfigError`, `StoreError`), like every
+    `TogetherError` below, reach the root group, which prints them and exits with their code.
+    """
+    return observe_module.open_session(options.accounts_dir, options.state_url)
 
 
 def _colour_wanted() -> bool:
@@ -43,6 +37,17 @@ def _append_step_summary(markdown: str) -> None:
 
 
 _CONCURRENCY = click.IntRange(1, 512)
+_MAX_UPDATES_HELP = (
+    "Refuse the run (exit 3) when it updates more accounts [default: the larger of "
+    f"{safety.MIN_MAX_UPDATES} and {safety.MAX_UPDATES_PERCENT}% of the managed accounts; "
+    "key rotation is not counted]."
+)
+
+
+def _max_updates(reconciler: observe_module.Reconciler, max_updates: int | None) -> int:
+    if max_updates is not None:
+        return max_updates
+    return safety.default_max_updates(len(reconciler.managed))
 
 
 @click.command("plan")
@@ -83,6 +88,15 @@ _CONCURRENCY = click.IntRange(1, 512)
     envvar="TOGETHER_CONCURRENCY",
     help="Accounts observed at once.",
 )
+@click.option(
+    "--max-updates",
+    type=click.IntRange(0),
+    default=None,
+    envvar="TOGETHER_MAX_UPDATES",
+    help="Warn when apply would refuse the plan: "
+    + _MAX_UPDATES_HELP[0].lower()
+    + _MAX_UPDATES_HELP[1:],
+)
 @click.pass_obj
 def plan_command(
     options: Options,
@@ -92,29 +106,36 @@ def plan_command(
     accounts: tuple[str, ...],
     detailed_exitcode: bool,
     concurrency: int,
+    max_updates: int | None,
 ) -> None:
     """Show what apply would change in each Gorgias account (secrets as fingerprints).
 
     Exit 0 ok (with --detailed-exitcode: 0 no changes, 2 changes), 1 error. A blocked
-    account never changes the exit status.
+    account never changes the exit status. A plan apply would refuse for its update cap gets a
+    warning line (on stderr with --json).
     """
     session = _open_reconcile_session(options)
     try:
         domains = session.reconciler.scope(accounts)
         plan = observe_module.make_plan(session.reconciler, domains, concurrency=concurrency)
-    except observe_module.SetupError as error:
-        raise click.ClickException(str(error)) from None
     finally:
         session.store.close()
+    reconciler = session.reconciler
+    refusal = safety.update_cap_refusal(
+        plan, _max_updates(reconciler, max_updates), reconciler.desired.rotated, reconciler.kinds
+    )
+    warnings = [safety.update_cap_warning(refusal)] if refusal else []
     if out is not None:
         out.write_text(json.dumps(render.saved_plan_document(plan), indent=2) + "\n", "utf-8")
     if as_json:
-        click.echo(render.render_json(plan), nl=False)
+        click.echo(render.render_json(plan), nl=False)  # the SPEC document, unchanged
+        for warning in warnings:
+            click.echo(f"Warning: {warning}", err=True)
     elif output_format == "markdown":
-        click.echo(render.render_markdown(plan), nl=False)
+        click.echo(render.render_markdown(plan, warnings=warnings), nl=False)
     else:
-        click.echo(render.render_text(plan, colour=_colour_wanted()), nl=False)
-    _append_step_summary(render.render_markdown(plan))
+        click.echo(render.render_text(plan, colour=_colour_wanted(), warnings=warnings), nl=False)
+    _append_step_summary(render.render_markdown(plan, warnings=warnings))
     if detailed_exitcode and plan.has_changes:
         raise SystemExit(2)
 
@@ -129,6 +150,13 @@ def plan_command(
     show_default=True,
     envvar="TOGETHER_MAX_DELETES",
     help="Refuse the run (exit 3) when it deletes more (accounts + extra duplicates).",
+)
+@click.option(
+    "--max-updates",
+    type=click.IntRange(0),
+    default=None,
+    envvar="TOGETHER_MAX_UPDATES",
+    help=_MAX_UPDATES_HELP,
 )
 @click.option(
     "--concurrency",
@@ -152,13 +180,14 @@ def apply_command(
     plan_file: Path | None,
     yes: bool,
     max_deletes: int,
+    max_updates: int | None,
     concurrency: int,
     lock_timeout: float,
 ) -> None:
     """Make live Gorgias state match the account files (or exactly a saved plan).
 
     Exit 0 all done, 1 an account failed (the others were applied), 3 refused by a safety
-    rule (delete cap, stale plan, another apply running) and nothing changed.
+    rule (delete cap, update cap, stale plan, another apply running) and nothing changed.
     """
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if not yes and not interactive:
@@ -166,10 +195,7 @@ def apply_command(
             "refusing to apply without confirmation: stdin is not a terminal; "
             "pass --yes (or TOGETHER_YES=1) to apply non-interactively"
         )
-    try:
-        saved = apply_module.load_saved_plan(plan_file) if plan_file else None
-    except apply_module.PlanFileError as error:
-        raise click.ClickException(str(error)) from None
+    saved = apply_module.load_saved_plan(plan_file) if plan_file else None
 
     def confirm(plan: plan_module.Plan) -> bool:
         if yes:
@@ -185,15 +211,11 @@ def apply_command(
             saved=saved,
             confirm=confirm,
             max_deletes=max_deletes,
+            max_updates=max_updates,
             concurrency=concurrency,
             lock_timeout_s=lock_timeout,
             commit=session.reconciler.desired.commit,
         )
-    except (apply_module.ApplyRefused, store_module.LockTimeout) as error:
-        click.echo(f"Error: {error}", err=True)
-        raise SystemExit(apply_module.EXIT_REFUSED) from None
-    except (observe_module.SetupError, store_module.StoreError) as error:
-        raise click.ClickException(str(error)) from None
     finally:
         session.store.close()
     if report is None:

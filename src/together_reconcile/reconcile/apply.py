@@ -1,15 +1,17 @@
 """Apply: make live Gorgias state match a `Plan`, record what was done in the store.
 
-Safety rules run before any write: the delete cap and (for a saved plan) the staleness check;
-either refuses the whole run (`ApplyRefused`, exit 3). Accounts are applied concurrently; within
-one account the integration is created before its widget and the widget deleted before its
-integration. A create whose answer was lost (`CreateOutcomeUnknown`) is resolved by listing and
-adopting what the server made; only when nothing is there is it created once more.
+Safety rules run before any write: the delete and update caps (`safety`) and, for a saved
+plan, the staleness check; each refuses the whole run (an `ApplyRefused`, exit 3). Accounts are
+applied concurrently; within one account a parent (the integration) is created before its
+children (the widget) and deleted after them. The applier names no kind: it loops over the
+reconciler's `kinds` (each says its calls, its parent and how to recognise ours). A create whose
+answer was lost (`CreateOutcomeUnknown`) is resolved by listing and adopting what the server
+made; only when nothing is there is it created once more.
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import json
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from together_reconcile.errors import TogetherError
 from together_reconcile.gorgias.client import (
     CreateOutcomeUnknown,
     CredentialsRejected,
@@ -30,7 +33,7 @@ from together_reconcile.gorgias.reasons import (
     CREDENTIALS_REJECTED,
     NOT_CONNECTED,
 )
-from together_reconcile.reconcile.desired import is_ours
+from together_reconcile.reconcile.kinds import INTEGRATION, WIDGET, Kind, by_name
 from together_reconcile.reconcile.observe import (
     DEFAULT_PLAN_CONCURRENCY,
     Blocked,
@@ -45,21 +48,29 @@ from together_reconcile.reconcile.plan import (
     desired_fingerprint,
 )
 from together_reconcile.reconcile.render import SAVED_PLAN_FORMAT, account_json, resource_json
+from together_reconcile.reconcile.safety import (
+    DEFAULT_MAX_DELETES as DEFAULT_MAX_DELETES,
+)
+from together_reconcile.reconcile.safety import (
+    ApplyRefused as ApplyRefused,
+)
+from together_reconcile.reconcile.safety import (
+    Rotated,
+    StalePlan,
+    check_delete_cap,
+    check_update_cap,
+    default_max_updates,
+)
 from together_reconcile.store import ManagedAccount, Store
 
 DEFAULT_APPLY_CONCURRENCY = 16
-DEFAULT_MAX_DELETES = 3
 DEFAULT_LOCK_TIMEOUT_S = 60.0
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_REFUSED = 3
 
 
-class ApplyRefused(Exception):
-    """A safety rule refused the whole run; nothing was changed (exit 3)."""
-
-
-class PlanFileError(Exception):
+class PlanFileError(TogetherError):
     """The saved plan file cannot be read or is not a plan written by `plan --out`."""
 
 
@@ -161,21 +172,7 @@ def check_not_stale(saved: SavedPlan, fresh: Plan) -> None:
         ):
             moved.append(domain)
     if moved:
-        raise ApplyRefused(
-            f"plan is stale: live state or desired state changed since the plan was made for "
-            f"{', '.join(moved)}; nothing was changed. Run `plan --out FILE` again and apply "
-            "the new plan"
-        )
-
-
-def check_delete_cap(plan: Plan, max_deletes: int) -> None:
-    count = plan.delete_count
-    if count > max_deletes:
-        raise ApplyRefused(
-            f"the plan deletes {count} (accounts losing their integration and widget, plus "
-            f"extra duplicates), over the cap of {max_deletes}; nothing was changed. Check the "
-            f"plan, then raise the cap with --max-deletes {count} (or TOGETHER_MAX_DELETES)"
-        )
+        raise StalePlan(moved)
 
 
 @dataclass(frozen=True)
@@ -249,21 +246,8 @@ class _AccountRun:
     """Mutable progress of one account (kept local to its worker thread)."""
 
     plan: AccountPlan
-    integration_id: int | None = None
-    widget_id: int | None = None
+    ids: dict[str, int | None] = field(default_factory=dict)  # kind name -> the kept id
     changes: list[str] = field(default_factory=list)
-
-
-def _update_body(desired: Mapping[str, Any], resource: ResourcePlan) -> dict[str, Any]:
-    """The desired integration, with triggers the UI turned on set off and reactivation."""
-    body = copy.deepcopy(dict(desired))
-    triggers = body.setdefault("http", {}).setdefault("triggers", {})
-    for diff in resource.diff:
-        if diff.field.startswith("http.triggers.") and diff.after is False:
-            triggers[diff.field.removeprefix("http.triggers.")] = False
-    if resource.action == "reactivate":
-        body["deactivated_datetime"] = None
-    return body
 
 
 class Applier:
@@ -282,6 +266,7 @@ class Applier:
         self._commit = commit
         self._clock = clock
         self._managed = store.list_managed()
+        self._kinds = by_name(reconciler.kinds)
 
     def apply(self, plan: Plan, *, concurrency: int = DEFAULT_APPLY_CONCURRENCY) -> ApplyReport:
         if not plan.accounts:
@@ -298,10 +283,9 @@ class Applier:
         if account.action == "blocked":
             return blocked_result(account)
         run = _AccountRun(account)
-        kept = account.resource("integration")
-        run.integration_id = kept.id if kept else None
-        kept_widget = account.resource("widget")
-        run.widget_id = kept_widget.id if kept_widget else None
+        for name in self._kinds:
+            kept = account.resource(name)
+            run.ids[name] = kept.id if kept else None
         try:
             if account.has_changes:
                 self._change(run)
@@ -340,62 +324,39 @@ class Applier:
         self, gorgias: _AccountGorgias, run: _AccountRun, resource: ResourcePlan, desired: Any
     ) -> None:
         domain = run.plan.gorgias_account
-        kind, action = resource.kind, resource.action
+        kind, action = self._kinds[resource.kind], resource.action
         resource_id: int | None = resource.id
-        if kind == "integration" and action == "create":
-            resource_id = run.integration_id = self._create_integration(
-                gorgias, desired.integration
-            )
-        elif kind == "integration" and action in ("update", "reactivate"):
-            integration_id = _existing_id(resource)
-            body = _update_body(desired.integration, resource)
-            gorgias.call(lambda client: client.update_integration(integration_id, body))
-        elif kind == "widget" and action in ("create", "update"):
-            if run.integration_id is None:
-                raise ApplyStepError("the widget has no integration to bind to")
-            body = desired.widget(run.integration_id)
-            if action == "create":
-                resource_id = run.widget_id = self._create_widget(gorgias, run.integration_id, body)
-            else:
-                widget_id = _existing_id(resource)
-                update = {**body, "deactivated_datetime": None}
-                gorgias.call(lambda client: client.update_widget(widget_id, update))
-        elif action == "delete":
+        if action == "delete":
             gone_id = _existing_id(resource)
-            try:
-                if kind == "widget":
-                    gorgias.call(lambda client: client.delete_widget(gone_id))
-                else:
-                    gorgias.call(lambda client: client.delete_integration(gone_id))
-            except NotFound:
-                pass  # already gone: the goal is reached
+            with contextlib.suppress(NotFound):  # already gone: the goal is reached
+                gorgias.call(lambda client: kind.delete(client, gone_id))
+        else:
+            parent_id = None
+            if kind.parent is not None:
+                parent_id = run.ids.get(kind.parent)
+                if parent_id is None:
+                    raise ApplyStepError(f"the {kind.name} has no {kind.parent} to bind to")
+            body = kind.desired(desired, parent_id)
+            if action == "create":
+                resource_id = run.ids[kind.name] = self._create(gorgias, kind, parent_id, body)
+            else:
+                kept_id = _existing_id(resource)
+                update = kind.body_for_update(body, resource.diff, action == "reactivate")
+                gorgias.call(lambda client: kind.update(client, kept_id, update))
         detail = {k: v for k, v in resource_json(resource).items() if k == "diff"}
-        self._store.append_audit(domain, action, kind, resource_id, detail, self._commit)
-        run.changes.append(f"{action} {kind} {resource_id}")
+        self._store.append_audit(domain, action, kind.name, resource_id, detail, self._commit)
+        run.changes.append(f"{action} {kind.name} {resource_id}")
 
-    def _create_integration(self, gorgias: _AccountGorgias, body: Mapping[str, Any]) -> int:
+    def _create(
+        self, gorgias: _AccountGorgias, kind: Kind, parent_id: int | None, body: Any
+    ) -> int:
         def find() -> int | None:
-            listed = gorgias.call(lambda client: client.list_integrations())
-            ours = [i["id"] for i in listed if is_ours(i)]
-            ids = [i for i in ours if isinstance(i, int)]
+            listed = gorgias.call(lambda client: kind.fetch(client, parent_id))
+            ids = [o["id"] for o in listed if kind.owns(o, parent_id) and isinstance(o["id"], int)]
             return min(ids) if ids else None
 
         return _create_or_adopt(
-            lambda: gorgias.call(lambda client: client.create_integration(body)), find
-        )
-
-    def _create_widget(self, gorgias: _AccountGorgias, integration_id: int, body: Any) -> int:
-        def find() -> int | None:
-            listed = gorgias.call(lambda client: client.list_widgets(integration_id=integration_id))
-            ids = [
-                w["id"]
-                for w in listed
-                if w.get("integration_id") == integration_id and isinstance(w.get("id"), int)
-            ]
-            return min(ids) if ids else None
-
-        return _create_or_adopt(
-            lambda: gorgias.call(lambda client: client.create_widget(body)), find
+            lambda: gorgias.call(lambda client: kind.create(client, body)), find
         )
 
     def _record(self, run: _AccountRun) -> None:
@@ -407,18 +368,20 @@ class Applier:
             return
         known = self._managed.get(domain)
         desired = self._reconciler.desired.resources(domain)
-        fingerprint = "" if desired is None else desired_fingerprint(desired, run.integration_id)
+        kinds = tuple(self._kinds.values())
+        fingerprint = "" if desired is None else desired_fingerprint(desired, run.ids, kinds)
+        integration_id, widget_id = run.ids.get(INTEGRATION.name), run.ids.get(WIDGET.name)
         if (
             known is not None
             and not run.changes
-            and (known.integration_id, known.widget_id) == (run.integration_id, run.widget_id)
+            and (known.integration_id, known.widget_id) == (integration_id, widget_id)
         ):
             return
         self._store.record_managed(
             ManagedAccount(
                 domain=domain,
-                integration_id=run.integration_id,
-                widget_id=run.widget_id,
+                integration_id=integration_id,
+                widget_id=widget_id,
                 fingerprint=fingerprint,
                 applied_at=self._clock(),
                 commit=self._commit,
@@ -457,6 +420,7 @@ def run_apply(
     saved: SavedPlan | None,
     confirm: Callable[[Plan], bool],
     max_deletes: int = DEFAULT_MAX_DELETES,
+    max_updates: int | None = None,
     concurrency: int = DEFAULT_APPLY_CONCURRENCY,
     plan_concurrency: int = DEFAULT_PLAN_CONCURRENCY,
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
@@ -464,7 +428,8 @@ def run_apply(
 ) -> tuple[Plan, ApplyReport | None]:
     """Lock, plan afresh, run the safety rules, confirm, apply. `None` report: not confirmed.
 
-    Raises `ApplyRefused` (stale plan, delete cap) and `LockTimeout` before any write.
+    Raises `ApplyRefused` (stale plan, delete cap, update cap: `max_updates` None is the
+    larger of 3 and 30 % of the managed accounts) and `LockTimeout` before any write.
     """
     with store.apply_lock(lock_timeout_s):
         domains = reconciler.scope(saved.domains if saved else ())
@@ -472,6 +437,9 @@ def run_apply(
         if saved is not None:
             check_not_stale(saved, plan)
         check_delete_cap(plan, max_deletes)
+        cap = default_max_updates(len(reconciler.managed)) if max_updates is None else max_updates
+        rotated: Rotated = reconciler.desired.rotated
+        check_update_cap(plan, cap, rotated, reconciler.kinds)
         if plan.has_changes and not confirm(plan):
             return plan, None
         report = Applier(reconciler, store, commit=commit).apply(plan, concurrency=concurrency)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from together_reconcile.config import AccountFile, load_accounts
+from together_reconcile.errors import TogetherError
 from together_reconcile.gorgias.client import (
     BasicAuth,
     BearerAuth,
@@ -36,11 +37,12 @@ from together_reconcile.gorgias.reasons import (
 from together_reconcile.gorgias.tokens import GorgiasTokenRefresher, TokenBlocked, needs_refresh
 from together_reconcile.http import PerThreadTransport
 from together_reconcile.reconcile.desired import (
+    TOKEN_HEADER,
     check_public_url,
     desired_integration,
     desired_widget,
-    is_ours,
 )
+from together_reconcile.reconcile.kinds import INTEGRATION, KINDS, Kind
 from together_reconcile.reconcile.plan import (
     AccountPlan,
     DesiredResources,
@@ -50,7 +52,7 @@ from together_reconcile.reconcile.plan import (
     plan_account,
     sorted_plan,
 )
-from together_reconcile.secrets import Keyring
+from together_reconcile.secrets import Keyring, fingerprint
 from together_reconcile.store import Credential, Store
 
 GorgiasAuth = BearerAuth | BasicAuth
@@ -62,7 +64,7 @@ SECRET_KEYS_ENV = "TOGETHER_SECRET_KEYS"  # noqa: S105 - a variable name
 DEFAULT_PLAN_CONCURRENCY = 128
 
 
-class SetupError(Exception):
+class SetupError(TogetherError):
     """A missing or bad setting: the message says what to set."""
 
 
@@ -169,6 +171,15 @@ class DesiredState:
     public_url: str
     keyring: Keyring
     commit: str | None
+    older_keyrings: tuple[Keyring, ...] = ()  # one per older key of TOGETHER_SECRET_KEYS
+
+    def rotated(self, domain: str) -> frozenset[tuple[str, str]]:
+        """Live values a key rotation legitimately replaces (the update cap does not count
+        them): the event token header derived from each older key, as plans show it."""
+        field = f"{INTEGRATION.name} http.headers.{TOKEN_HEADER}"
+        return frozenset(
+            (field, fingerprint(older.event_token(domain))) for older in self.older_keyrings
+        )
 
     def resources(self, domain: str) -> DesiredResources | None:
         """None when the account is disabled or has no file (all of ours must go)."""
@@ -197,6 +208,7 @@ class Reconciler:
     managed: Collection[str]
     auth: GorgiasAuthProvider
     client_factory: ClientFactory = default_client_factory
+    kinds: tuple[Kind, ...] = KINDS  # what is planned and applied (reconcile.kinds)
 
     def scope(self, only: Iterable[str] = ()) -> list[str]:
         """The accounts covered: every account file plus every managed account (or `only`)."""
@@ -214,14 +226,26 @@ class Reconciler:
         return self.client_factory(domain, auth)
 
 
-def observe(client: GorgiasClient) -> Observation:
-    """Every integration of the account, and the widgets bound to ours."""
-    integrations = client.list_integrations()
-    widgets: list[dict[str, Any]] = []
-    for integration in integrations:
-        if is_ours(integration) and isinstance(integration.get("id"), int):
-            widgets.extend(client.list_widgets(integration_id=integration["id"]))
-    return Observation(tuple(integrations), tuple(widgets))
+def observe(client: GorgiasClient, kinds: Sequence[Kind] = KINDS) -> Observation:
+    """Every object of each root kind (every integration), and the children of ours (the
+    widgets bound to our integrations), kind by kind."""
+    listed: dict[str, list[dict[str, Any]]] = {}
+    ours: dict[str, list[int]] = {}
+    for kind in kinds:
+        if kind.parent is None:
+            objects = kind.fetch(client, None)
+        else:
+            objects = [obj for pid in ours[kind.parent] for obj in kind.fetch(client, pid)]
+        listed[kind.listed_as] = objects
+        ours[kind.name] = [
+            obj["id"] for obj in objects if kind.is_ours(obj) and isinstance(obj.get("id"), int)
+        ]
+    builtin = ("integrations", "widgets")
+    return Observation(
+        tuple(listed.get("integrations", ())),
+        tuple(listed.get("widgets", ())),
+        {name: tuple(objects) for name, objects in listed.items() if name not in builtin},
+    )
 
 
 def observation_failure(error: GorgiasError) -> Blocked:
@@ -241,21 +265,21 @@ def plan_one(reconciler: Reconciler, domain: str) -> AccountPlan:
         return blocked(domain, auth.reason, wanted=wanted, message=auth.message)
     try:
         with reconciler.client(domain, auth) as client:
-            observation = observe(client)
+            observation = observe(client, reconciler.kinds)
     except CredentialsRejected:
         retry = reconciler.auth.rejected(domain)
         if isinstance(retry, Blocked):
             return blocked(domain, retry.reason, wanted=wanted, message=retry.message)
         try:
             with reconciler.client(domain, retry) as client:
-                observation = observe(client)
+                observation = observe(client, reconciler.kinds)
         except GorgiasError as error:
             failure = observation_failure(error)
             return blocked(domain, failure.reason, wanted=wanted, message=failure.message)
     except GorgiasError as error:
         failure = observation_failure(error)
         return blocked(domain, failure.reason, wanted=wanted, message=failure.message)
-    return plan_account(domain, desired, observation)
+    return plan_account(domain, desired, observation, reconciler.kinds)
 
 
 def make_plan(
@@ -312,11 +336,14 @@ def open_session(
     env = os.environ if environ is None else environ
     public_url = public_url_from_env(env)
     keyring = Keyring.from_env(env.get(SECRET_KEYS_ENV))
+    older = tuple(Keyring.from_env(key) for key in env[SECRET_KEYS_ENV].split(",")[1:])
     accounts = load_accounts(accounts_dir)
     store = Store.open(state_url, keyring)
     try:
         managed = store.list_managed()
-        desired = DesiredState(accounts, public_url, keyring, env.get("GITHUB_SHA") or None)
+        desired = DesiredState(
+            accounts, public_url, keyring, env.get("GITHUB_SHA") or None, older_keyrings=older
+        )
         domains = set(accounts) | set(managed)
         refresher = GorgiasTokenRefresher.from_env(store, env)
         auth = GorgiasAuthProvider.from_store(store, domains, refresher)

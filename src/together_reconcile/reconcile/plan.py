@@ -11,32 +11,26 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from together_reconcile.gorgias.reasons import (
     BLOCKED_MESSAGES,
 )
-from together_reconcile.reconcile.desired import INTEGRATION_NAME, description_identity, is_ours
-from together_reconcile.secrets import fingerprint
+from together_reconcile.reconcile.kinds import (
+    INTEGRATION,
+    KINDS,
+    WIDGET,
+    FieldDiff,
+    Kind,
+    as_dict,
+    secret,
+)
 
-ResourceKind = Literal["integration", "widget"]
+ResourceKind = str  # a `Kind.name`: "integration", "widget" (see `kinds`)
 ResourceAction = Literal["create", "update", "reactivate", "delete", "in_sync"]
 AccountAction = Literal["create", "update", "delete", "in_sync", "blocked"]
 ACCOUNT_ACTIONS: tuple[AccountAction, ...] = ("create", "update", "delete", "in_sync", "blocked")
-
-_INTEGRATION_FIELDS = ("name", "type", "description")
-_HTTP_FIELDS = ("url", "method", "request_content_type", "response_content_type")
-_WIDGET_FIELDS = ("type", "context", "order", "integration_id")
-
-
-@dataclass(frozen=True)
-class FieldDiff:
-    """One changed field: a dotted path and its value before and after (secrets fingerprinted)."""
-
-    field: str
-    before: Any
-    after: Any
 
 
 @dataclass(frozen=True)
@@ -73,19 +67,15 @@ class AccountPlan:
 
     @property
     def delete_count(self) -> int:
-        """Deletes as the cap counts them: the whole account, or each extra duplicate."""
+        """Deletes as the cap counts them: the whole account, or each extra duplicate (an object
+        deleted with its deleted parent goes with it and is not counted on its own)."""
         if self.action == "delete":
             return 1
+        deleted = {(r.kind, r.id) for r in self.resources if r.action == "delete"}
         return sum(
             1
             for resource in self.resources
-            if resource.action == "delete" and resource.kind == "integration"
-        ) + sum(
-            1
-            for resource in self.resources
-            if resource.action == "delete"
-            and resource.kind == "widget"
-            and not _rides_along(resource, self.resources)
+            if resource.action == "delete" and not _rides_along(resource, deleted)
         )
 
     def resource(self, kind: ResourceKind) -> ResourcePlan | None:
@@ -96,19 +86,14 @@ class AccountPlan:
         return None
 
 
-def _rides_along(widget: ResourcePlan, resources: tuple[ResourcePlan, ...]) -> bool:
-    """A widget deleted with its (deleted) extra integration does not count on its own."""
-    bound_to = _widget_integration(widget)
+def _rides_along(resource: ResourcePlan, deleted: set[tuple[str, Any]]) -> bool:
+    """A child's delete records its parent as the before-only diff `<parent>_id` (kinds)."""
     return any(
-        r.kind == "integration" and r.action == "delete" and r.id == bound_to for r in resources
+        diff.after is None
+        and diff.field.endswith("_id")
+        and (diff.field.removesuffix("_id"), diff.before) in deleted
+        for diff in resource.diff
     )
-
-
-def _widget_integration(widget: ResourcePlan) -> Any:
-    for diff in widget.diff:
-        if diff.field == "integration_id":
-            return diff.before
-    return None
 
 
 @dataclass(frozen=True)
@@ -145,119 +130,81 @@ class Plan:
 
 @dataclass(frozen=True)
 class Observation:
-    """What one account holds in Gorgias: every integration listed, and our widgets."""
+    """What one account holds in Gorgias: every integration listed, and our widgets (the
+    objects of any further kind in `more`, by its `Kind.listed_as`)."""
 
     integrations: tuple[dict[str, Any], ...]
     widgets: tuple[dict[str, Any], ...]
+    more: Mapping[str, tuple[dict[str, Any], ...]] = field(default_factory=dict)
+
+    def of(self, kind: Kind) -> tuple[dict[str, Any], ...]:
+        """The objects listed of one kind."""
+        if kind.listed_as == "integrations":
+            return self.integrations
+        if kind.listed_as == "widgets":
+            return self.widgets
+        return tuple(self.more.get(kind.listed_as, ()))
 
 
 @dataclass(frozen=True)
 class DesiredResources:
-    """The desired integration body, and a function of the integration id for the widget."""
+    """The desired integration body, and a function of the integration id for the widget
+    (a further kind takes its body from these or from `more`, by its `Kind.name`)."""
 
     integration: Mapping[str, Any]
     widget: Callable[[int | None], dict[str, Any]]
+    more: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _sort_by_id(objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(objects, key=lambda obj: (not isinstance(obj.get("id"), int), obj.get("id")))
 
 
-def _secret(value: Any) -> Any:
-    if value is None:
-        return None
-    return fingerprint(value if isinstance(value, str) else json.dumps(value, sort_keys=True))
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    return dict(value) if isinstance(value, Mapping) else {}
-
-
 def integration_diff(
     desired: Mapping[str, Any], observed: Mapping[str, Any] | None
 ) -> tuple[FieldDiff, ...]:
-    """Field-level diff of the fields we manage; `observed=None` means a create (all new)."""
-    creating = observed is None
-    seen: Mapping[str, Any] = observed or {}
-    diffs: list[FieldDiff] = []
-
-    def add(path: str, before: Any, after: Any, same: bool) -> None:
-        if creating or not same:
-            diffs.append(FieldDiff(path, None if creating else before, after))
-
-    for name in _INTEGRATION_FIELDS:
-        before, after = seen.get(name), desired.get(name)
-        if name == "description":
-            add(name, before, after, description_identity(before) == description_identity(after))
-        else:
-            add(name, before, after, before == after)
-    want_http, have_http = _as_dict(desired.get("http")), _as_dict(seen.get("http"))
-    for name in _HTTP_FIELDS:
-        before, after = have_http.get(name), want_http.get(name)
-        add(f"http.{name}", before, after, before == after)
-    want_headers, have_headers = (
-        _as_dict(want_http.get("headers")),
-        _as_dict(have_http.get("headers")),
-    )
-    for key in _union(want_headers, have_headers):
-        before, after = _secret(have_headers.get(key)), _secret(want_headers.get(key))
-        add(f"http.headers.{key}", before, after, before == after)
-    want_form, have_form = want_http.get("form"), have_http.get("form")
-    if isinstance(want_form, Mapping) and (creating or isinstance(have_form, Mapping)):
-        have = _as_dict(have_form)
-        for key in _union(want_form, have):
-            add(
-                f"http.form.{key}",
-                have.get(key),
-                want_form.get(key),
-                have.get(key) == want_form.get(key),
-            )
-    else:
-        add("http.form", have_form, want_form, have_form == want_form)
-    want_triggers = _as_dict(want_http.get("triggers"))
-    have_triggers = _as_dict(have_http.get("triggers"))
-    for key in _union(want_triggers, have_triggers):
-        before, after = bool(have_triggers.get(key)), bool(want_triggers.get(key))
-        if creating and not after:
-            continue
-        add(f"http.triggers.{key}", before, after, before == after)
-    return tuple(diffs)
+    """Field-level diff of the integration fields we manage; `observed=None` means a create."""
+    return INTEGRATION.diff(desired, observed)
 
 
 def widget_diff(
     desired: Mapping[str, Any], observed: Mapping[str, Any] | None
 ) -> tuple[FieldDiff, ...]:
-    """Field-level diff of a widget; `observed=None` means a create."""
-    creating = observed is None
-    seen: Mapping[str, Any] = observed or {}
-    diffs = [
-        FieldDiff(name, None if creating else seen.get(name), desired.get(name))
-        for name in (*_WIDGET_FIELDS, "template")
-        if creating or seen.get(name) != desired.get(name)
-    ]
-    if not creating and seen.get("deactivated_datetime") is not None:
-        diffs.append(FieldDiff("deactivated_datetime", seen.get("deactivated_datetime"), None))
-    return tuple(diffs)
+    """Field-level diff of a widget, with its reactivation; `observed=None` means a create."""
+    return WIDGET.changes(desired, observed)
 
 
-def _union(first: Mapping[str, Any], second: Mapping[str, Any]) -> list[str]:
-    return [*first, *(key for key in second if key not in first)]
-
-
-def observed_fingerprint(observation: Observation) -> str:
+def observed_fingerprint(observation: Observation, kinds: Sequence[Kind] = KINDS) -> str:
     """A stable digest of everything observed of ours (header values fingerprinted first)."""
-    ours = [_scrub(obj) for obj in _sort_by_id(i for i in observation.integrations if is_ours(i))]
-    widgets = [_scrub(obj) for obj in _sort_by_id(observation.widgets)]
-    document = json.dumps({"integrations": ours, "widgets": widgets}, sort_keys=True, default=str)
+    document = json.dumps(
+        {
+            kind.listed_as: [
+                _scrub(obj) for obj in _sort_by_id(observation.of(kind)) if kind.is_ours(obj)
+            ]
+            for kind in kinds
+        },
+        sort_keys=True,
+        default=str,
+    )
     return "sha256:" + hashlib.sha256(document.encode()).hexdigest()
 
 
-def desired_fingerprint(desired: DesiredResources, integration_id: int | None) -> str:
-    """A digest of what is applied for an account (header values fingerprinted first)."""
+def desired_fingerprint(
+    desired: DesiredResources,
+    ids: Mapping[str, int | None] | int | None,
+    kinds: Sequence[Kind] = KINDS,
+) -> str:
+    """A digest of what is applied for an account (header values fingerprinted first).
+
+    `ids` are the ids of the account's objects by kind name (an int: the integration's).
+    """
+    known = ids if isinstance(ids, Mapping) else {INTEGRATION.name: ids}
     document = json.dumps(
         {
-            "integration": _scrub(desired.integration),
-            "widget": desired.widget(integration_id),
+            kind.name: _scrub(
+                kind.desired(desired, known.get(kind.parent) if kind.parent else None)
+            )
+            for kind in kinds
         },
         sort_keys=True,
     )
@@ -268,8 +215,8 @@ def _scrub(obj: Mapping[str, Any]) -> dict[str, Any]:
     scrubbed = dict(obj)
     http = obj.get("http")
     if isinstance(http, Mapping):
-        headers = _as_dict(http.get("headers"))
-        scrubbed["http"] = {**http, "headers": {k: _secret(v) for k, v in headers.items()}}
+        headers = as_dict(http.get("headers"))
+        scrubbed["http"] = {**http, "headers": {k: secret(v) for k, v in headers.items()}}
     return scrubbed
 
 
@@ -287,117 +234,88 @@ def blocked(
 
 
 def plan_account(
-    domain: str, desired: DesiredResources | None, observation: Observation
+    domain: str,
+    desired: DesiredResources | None,
+    observation: Observation,
+    kinds: Sequence[Kind] = KINDS,
 ) -> AccountPlan:
-    """Diff one account: `desired=None` means all of ours must go."""
-    ours = _sort_by_id(i for i in observation.integrations if is_ours(i))
-    foreign = [
-        i
-        for i in observation.integrations
-        if not is_ours(i)
-        and str(i.get("name", "")).strip().casefold() == INTEGRATION_NAME.casefold()
-    ]
-    notes = tuple(
-        f'integration {i.get("id")} is named "{INTEGRATION_NAME}" but was not created by '
-        "together-reconcile (no ownership marker): left alone"
-        for i in foreign
-    )
-    widgets_by_integration: dict[Any, list[dict[str, Any]]] = {}
-    for widget in _sort_by_id(observation.widgets):
-        widgets_by_integration.setdefault(widget.get("integration_id"), []).append(widget)
+    """Diff one account, kind by kind: `desired=None` means all of ours must go.
 
+    Per kind and parent, the lowest-id object of ours is kept and updated in place; the
+    others go with their children. Nothing of ours at all: the account is a `create`.
+    """
+    children = {kind.name: [c for c in kinds if c.parent == kind.name] for kind in kinds}
+    notes = tuple(note for kind in kinds for note in kind.notes(observation.of(kind)))
     resources: list[ResourcePlan] = []
     deletes: list[ResourcePlan] = []
 
-    def delete_all(integration: Mapping[str, Any]) -> None:
-        for widget in widgets_by_integration.get(integration.get("id"), []):
-            deletes.append(_delete_widget(widget))
-        deletes.append(ResourcePlan("integration", "delete", integration.get("id")))
+    def owned(kind: Kind, parent_id: Any) -> list[dict[str, Any]]:
+        return _sort_by_id(obj for obj in observation.of(kind) if kind.owns(obj, parent_id))
 
-    fingerprint_ = observed_fingerprint(observation)
+    def delete_tree(kind: Kind, obj: Mapping[str, Any]) -> None:
+        for child in children[kind.name]:
+            for bound in owned(child, obj.get("id")):
+                delete_tree(child, bound)
+        # A child's delete keeps its parent's id (a before-only diff) so the delete cap can
+        # tell one removed with its parent from an extra removed on its own.
+        parent_field = kind.parent_field
+        bound_to = (
+            () if parent_field is None else (FieldDiff(parent_field, obj.get(parent_field), None),)
+        )
+        deletes.append(ResourcePlan(kind.name, "delete", obj.get("id"), bound_to))
+
+    def place(kind: Kind, parent_id: int | None, parent_live: bool) -> None:
+        found = owned(kind, parent_id) if parent_live else []
+        if desired is None:
+            for obj in found:
+                delete_tree(kind, obj)
+            return
+        want = kind.desired(desired, parent_id)
+        if not found:
+            resources.append(ResourcePlan(kind.name, "create", None, kind.diff(want, None)))
+            for child in children[kind.name]:
+                place(child, None, parent_live=False)
+            return
+        kept, *extras = found
+        diff = kind.changes(want, kept)
+        if kind.deactivated(kept) is not None:
+            action: ResourceAction = kind.reactivate_action
+        else:
+            action = "update" if diff else "in_sync"
+        resources.append(ResourcePlan(kind.name, action, kept.get("id"), diff))
+        for extra in extras:
+            delete_tree(kind, extra)
+        for child in children[kind.name]:
+            place(child, kept.get("id"), parent_live=True)
+
+    for root in (kind for kind in kinds if kind.parent is None):
+        place(root, None, parent_live=True)
+
+    ordered = _ordered(resources, deletes, kinds)
     if desired is None:
-        for integration in ours:
-            delete_all(integration)
-        action: AccountAction = "delete" if deletes else "in_sync"
-        return AccountPlan(
-            domain,
-            action,
-            _ordered(resources, deletes),
-            notes=notes,
-            wanted=False,
-            observed_fingerprint=fingerprint_,
-        )
-
-    if not ours:
-        resources.append(
-            ResourcePlan("integration", "create", None, integration_diff(desired.integration, None))
-        )
-        resources.append(
-            ResourcePlan("widget", "create", None, widget_diff(desired.widget(None), None))
-        )
-        return AccountPlan(
-            domain, "create", tuple(resources), notes=notes, observed_fingerprint=fingerprint_
-        )
-
-    kept, *extras = ours
-    kept_id = kept.get("id")
-    diff = integration_diff(desired.integration, kept)
-    if kept.get("deactivated_datetime") is not None:
-        diff = (*diff, FieldDiff("deactivated_datetime", kept.get("deactivated_datetime"), None))
-        resources.append(ResourcePlan("integration", "reactivate", kept_id, diff))
+        account_action: AccountAction = "delete" if deletes else "in_sync"
+    elif not deletes and all(resource.action == "create" for resource in resources):
+        account_action = "create"
+    elif any(resource.action != "in_sync" for resource in ordered):
+        account_action = "update"
     else:
-        resources.append(
-            ResourcePlan("integration", "update" if diff else "in_sync", kept_id, diff)
-        )
-    for extra in extras:
-        delete_all(extra)
-
-    kept_widgets = widgets_by_integration.get(kept_id, [])
-    want_widget = desired.widget(kept_id)
-    if kept_widgets:
-        widget, *extra_widgets = kept_widgets
-        widget_changes = widget_diff(want_widget, widget)
-        resources.append(
-            ResourcePlan(
-                "widget",
-                "update" if widget_changes else "in_sync",
-                widget.get("id"),
-                widget_changes,
-            )
-        )
-        deletes.extend(_delete_widget(extra) for extra in extra_widgets)
-    else:
-        resources.append(ResourcePlan("widget", "create", None, widget_diff(want_widget, None)))
-
-    ordered = _ordered(resources, deletes)
-    changed = any(resource.action != "in_sync" for resource in ordered)
+        account_action = "in_sync"
     return AccountPlan(
         domain,
-        "update" if changed else "in_sync",
+        account_action,
         ordered,
         notes=notes,
-        observed_fingerprint=fingerprint_,
-    )
-
-
-def _delete_widget(widget: Mapping[str, Any]) -> ResourcePlan:
-    # The bound integration id is kept (as a before-only diff) so the delete cap can tell a
-    # widget removed with its extra integration from an extra widget removed on its own.
-    return ResourcePlan(
-        "widget",
-        "delete",
-        widget.get("id"),
-        (FieldDiff("integration_id", widget.get("integration_id"), None),),
+        wanted=desired is not None,
+        observed_fingerprint=observed_fingerprint(observation, kinds),
     )
 
 
 def _ordered(
-    resources: Sequence[ResourcePlan], deletes: Sequence[ResourcePlan]
+    resources: Sequence[ResourcePlan], deletes: Sequence[ResourcePlan], kinds: Sequence[Kind]
 ) -> tuple[ResourcePlan, ...]:
-    """Kept resources first, then deletes: widgets before integrations."""
-    widget_deletes = [d for d in deletes if d.kind == "widget"]
-    integration_deletes = [d for d in deletes if d.kind == "integration"]
-    return (*resources, *widget_deletes, *integration_deletes)
+    """Kept resources first, then deletes: children before their parents."""
+    rank = {kind.name: index for index, kind in enumerate(kinds)}
+    return (*resources, *sorted(deletes, key=lambda d: -rank.get(d.kind, 0)))
 
 
 def sorted_plan(accounts: Iterable[AccountPlan]) -> Plan:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from together_reconcile.reconcile.plan import AccountPlan, FieldDiff, Plan, ResourcePlan
@@ -147,10 +148,17 @@ def summary_line(plan: Plan) -> str:
     )
 
 
-def render_text(plan: Plan, *, colour: bool = False, show_in_sync: bool = False) -> str:
+def render_text(
+    plan: Plan,
+    *,
+    colour: bool = False,
+    show_in_sync: bool = False,
+    warnings: Sequence[str] = (),
+) -> str:
     """Terraform-like text, one entry per account with its action spelled as in the SPEC
     (`create`, `update`, `delete`, `in_sync`, `blocked`). An in-sync account is one line
-    (`= acme.gorgias.com: in_sync`) unless `show_in_sync` asks for its resources too."""
+    (`= acme.gorgias.com: in_sync`) unless `show_in_sync` asks for its resources too.
+    Each of `warnings` is a last line `Warning: ...`."""
 
     def paint(symbol: str, line: str) -> str:
         return f"\x1b[{_COLOURS[symbol]}m{line}\x1b[0m" if colour else line
@@ -162,6 +170,7 @@ def render_text(plan: Plan, *, colour: bool = False, show_in_sync: bool = False)
             lines = lines[:1]
         out.extend(paint(symbol, line) for symbol, line in lines)
     out.append(summary_line(plan))
+    out.extend(paint("!", f"Warning: {_line(warning)}") for warning in warnings)
     return "\n".join(out) + "\n"
 
 
@@ -172,8 +181,11 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(plan: Plan, *, title: str = "together-reconcile plan") -> str:
-    """For PR comments and the job summary: a summary table, then each account's details."""
+def render_markdown(
+    plan: Plan, *, title: str = "together-reconcile plan", warnings: Sequence[str] = ()
+) -> str:
+    """For PR comments and the job summary: a summary table (then `warnings`, each a quoted
+    line), then each account's details."""
     s = plan.summary
     out = [
         f"### {title}",
@@ -184,6 +196,8 @@ def render_markdown(plan: Plan, *, title: str = "together-reconcile plan") -> st
         f"| {s['accounts']} |",
         "",
     ]
+    for warning in warnings:
+        out += [f"> **Warning:** {_md_cell(_line(warning))}", ""]
     shown = [a for a in plan.accounts if a.action != "in_sync" or a.notes]
     if not shown:
         out.append("No changes: every account is in sync.")
