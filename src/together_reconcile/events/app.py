@@ -9,6 +9,7 @@ line per request holds the email only as a salted hash.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -117,7 +118,9 @@ class Settings:
     ) -> Settings:
         """Raises `SecretKeysError` when `TOGETHER_SECRET_KEYS` is missing or malformed."""
         pool = (environ.get("TOGETHER_STORE_POOL_SIZE") or "").strip()
+        ttl = (environ.get("TOGETHER_CREDENTIAL_TTL") or "").strip()
         return cls(
+            credential_ttl_s=float(ttl) if ttl.replace(".", "", 1).isdigit() else CREDENTIAL_TTL_S,
             accounts_dir=accounts_dir or Path(environ.get("TOGETHER_ACCOUNTS_DIR") or "accounts"),
             store_pool_size=int(pool) if pool.isdigit() and int(pool) > 0 else STORE_POOL_SIZE,
             state_url=state_url or environ.get("TOGETHER_STATE_URL") or DEFAULT_STATE_URL,
@@ -699,6 +702,12 @@ class HandlerApp:
         self.request_listeners: list[Callable[[RequestLog, int, float], None]] = []
         self._email_key = settings.log_salt or settings.keyring.derived_key(EMAIL_HASH_KEY_LABEL)
         self.oauth = oauth or OAuthRoutes(settings.oauth, settings.keyring, credentials.store)
+
+    def warm_up(self) -> None:
+        """Open the store before the first request needs it: bounded (a store that does not
+        answer is only logged; `/readyz` tells)."""
+        with contextlib.suppress(StoreError):
+            self.credentials.ping(self.settings.ready_store_timeout_s)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         started = self._clock()

@@ -22,6 +22,7 @@ import logging
 import mmap
 import os
 import shlex
+import signal
 import threading
 import time
 from dataclasses import dataclass, field, fields
@@ -33,7 +34,6 @@ from gunicorn.glogging import Logger as GunicornLogger
 
 from together_reconcile.config import ConfigError
 from together_reconcile.events.app import (
-    BODY_TIMEOUT_S,
     CLOSE_CONNECTION_KEY,
     READ_DEADLINE_KEY,
     ConfigSnapshot,
@@ -179,6 +179,38 @@ class DrainingArbiter(Arbiter):  # type: ignore[misc]
         super().__init__(app)
         self.handler_server = app
 
+    def spawn_worker(self) -> int:
+        pid: int = super().spawn_worker()  # only the master returns from this
+        worker = self.WORKERS.get(pid)
+        if worker is not None:
+            worker.spawned = (time.monotonic(), worker.tmp.last_update())
+        return pid
+
+    @staticmethod
+    def _booted(worker: Any) -> bool:
+        """A worker has booted once it touched its heartbeat file (it does in its loop)."""
+        spawned = getattr(worker, "spawned", None)
+        return spawned is None or worker.tmp.last_update() != spawned[1]
+
+    def manage_workers(self) -> None:
+        """As gunicorn's, except that (1) after SIGHUP the old workers are told to stop only
+        once the new ones have booted (or `timeout` passed), so nobody waits for a boot, and
+        (2) a worker told to stop is told once: gunicorn repeats SIGTERM on every turn of its
+        loop, and one arriving while the worker exits kills it."""
+        if len(self.WORKERS) < self.num_workers:
+            self.spawn_workers()
+        workers = sorted(self.WORKERS.items(), key=lambda item: item[1].age)
+        active = [item for item in workers if not getattr(item[1], "told_to_stop", False)]
+        if len(active) <= self.num_workers:
+            return
+        keep = active[-self.num_workers :]
+        waited = min(getattr(w, "spawned", (time.monotonic(), 0))[0] for _p, w in keep)
+        if not all(self._booted(w) for _p, w in keep) and time.monotonic() - waited < self.timeout:
+            return  # checked again on the next turn (at most a second)
+        for pid, worker in active[: -self.num_workers]:
+            worker.told_to_stop = True
+            self.kill_worker(pid, signal.SIGTERM)
+
     def stop(self, graceful: bool = True) -> None:
         server = self.handler_server
         if graceful and not server.draining():
@@ -208,7 +240,9 @@ def _chain(first: Any, second: Any) -> Any:
     return both
 
 
-def _serving(app: WSGIApplication, worker: DrainingThreadWorker | None) -> WSGIApplication:
+def _serving(
+    app: WSGIApplication, worker: DrainingThreadWorker | None, body_timeout_s: float
+) -> WSGIApplication:
     """Connect the app to the worker: close the connection when the handler did not read the
     whole body (413, short body: gunicorn then neither waits for nor drains the rest), and let
     the app bound the time its body takes to arrive."""
@@ -219,7 +253,7 @@ def _serving(app: WSGIApplication, worker: DrainingThreadWorker | None) -> WSGIA
             if environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
                 worker.set_read_deadline(conn, None)  # no body: the head is all there is
             else:
-                worker.set_read_deadline(conn, BODY_TIMEOUT_S)
+                worker.set_read_deadline(conn, body_timeout_s)
             environ[READ_DEADLINE_KEY] = lambda seconds: worker.set_read_deadline(conn, seconds)
         result = app(environ, start_response)
         request = getattr(_current, "request", None)
@@ -247,6 +281,7 @@ class HandlerServer(BaseApplication):  # type: ignore[misc]
         self.draining = Draining()
         self.worker: DrainingThreadWorker | None = None
         DrainingThreadWorker.header_timeout_s = options.header_timeout
+        DrainingThreadWorker.body_timeout_s = settings.body_timeout_s
         super().__init__()
 
     def load_config(self) -> None:
@@ -295,7 +330,8 @@ class HandlerServer(BaseApplication):  # type: ignore[misc]
 
             attach(app)
         app.registry.watch()  # a folder changed since the master loaded it is served now
-        return _serving(app, self.worker)
+        app.warm_up()  # before this worker counts as booted (see DrainingArbiter)
+        return _serving(app, self.worker, self.settings.body_timeout_s)
 
     def reload(self) -> None:
         super().reload()

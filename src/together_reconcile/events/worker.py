@@ -26,7 +26,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import selectors
+import signal
 import socket
 import threading
 import time
@@ -38,7 +40,11 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 
 HEADER_END = b"\r\n\r\n"
 MAX_BUFFERED_HEAD = 64 * 1024  # beyond this the parser takes over (and refuses it)
+MAX_BUFFERED_BODY = 64 * 1024  # the handler's own limit: larger bodies get their 413 at once
 DEFAULT_HEADER_TIMEOUT_S = 5.0
+DEFAULT_BODY_TIMEOUT_S = 5.0
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,9})[ \t]*\r\n", re.IGNORECASE)
+_EXPECT_OR_CHUNKED = re.compile(rb"\r\n(expect|transfer-encoding):", re.IGNORECASE)
 
 _current = threading.local()
 
@@ -52,6 +58,7 @@ class DrainingThreadWorker(ThreadWorker):  # type: ignore[misc]
     """See the module docstring. Set `header_timeout` through `HEADER_TIMEOUT_ENV`."""
 
     header_timeout_s = DEFAULT_HEADER_TIMEOUT_S
+    body_timeout_s = DEFAULT_BODY_TIMEOUT_S
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -71,6 +78,7 @@ class DrainingThreadWorker(ThreadWorker):  # type: ignore[misc]
             return
         conn = TConn(self.cfg, sock, client, server)
         conn.head = bytearray()
+        conn.need = None
         self.nr_conns += 1
         with self._lock:
             self._heads[conn] = time.monotonic() + self.header_timeout_s
@@ -99,12 +107,36 @@ class DrainingThreadWorker(ThreadWorker):  # type: ignore[misc]
             return
         seen = len(conn.head)
         conn.head += data
-        if conn.head.find(HEADER_END, max(0, seen - 3)) < 0 and len(conn.head) < MAX_BUFFERED_HEAD:
+        if getattr(conn, "need", None) is None:
+            end = conn.head.find(HEADER_END, max(0, seen - 3))
+            if end < 0 and len(conn.head) < MAX_BUFFERED_HEAD:
+                return
+            conn.need = self._request_size(conn.head, end)
+            if conn.need > len(conn.head):  # the body too arrives here, with its own deadline
+                with self._lock:
+                    self._heads[conn] = time.monotonic() + self.body_timeout_s
+        if len(conn.head) < conn.need:
             return
+        conn.need = None
         with self._lock:
             self.poller.unregister(conn.sock)
             self._heads.pop(conn, None)
         self.enqueue_req(conn)
+
+    @staticmethod
+    def _request_size(head: bytearray, end: int) -> int:
+        """How many bytes to gather on the loop before a thread takes the request: the head,
+        plus a small declared body (not a chunked one, nor one awaiting `100 Continue`)."""
+        if end < 0:
+            return 0
+        head_end = end + len(HEADER_END)
+        fields = bytes(head[:head_end])
+        if _EXPECT_OR_CHUNKED.search(fields):
+            return 0
+        lengths = _CONTENT_LENGTH.findall(fields)
+        if len(lengths) != 1 or int(lengths[0]) > MAX_BUFFERED_BODY:
+            return 0  # none, several, or too large: the parser and the app decide
+        return head_end + int(lengths[0])
 
     def enqueue_req(self, conn: Any) -> None:
         conn.init()
@@ -223,6 +255,9 @@ class DrainingThreadWorker(ThreadWorker):  # type: ignore[misc]
             conn.close()
         self.poller.close()
         futures.wait(self.futures, timeout=max(0.0, limit - time.monotonic()))
+        # Exiting now: a repeated SIGTERM must not kill the process while Python shuts down
+        # (it would be reported as "Worker was sent SIGTERM!").
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     def finish_request(self, fs: Any) -> None:
         """As gthread's, except that an answer sent while still alive keeps its connection
