@@ -70,7 +70,7 @@ def test_deeply_nested_token_answer_is_an_invalid_response(status: int) -> None:
 
 
 class _ExplodingRoutes:
-    def answer(self, method: str, path: str, query_string: str) -> Any:
+    def answer(self, method: str, path: str, query_string: str, *, client: str = "") -> Any:
         raise RuntimeError(f"boom with {SECRET_MARK}")
 
 
