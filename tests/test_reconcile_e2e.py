@@ -588,3 +588,95 @@ def test_half_applied_account_whose_file_is_removed_is_still_cleaned_up(world: W
     assert actions(plan) == {"acme.gorgias.com": "delete"}
     assert world.cli("apply", "--yes").exit_code == 0
     assert world.ours("acme") == []
+
+
+# -- the update cap (SPEC "Updates") -----------------------------------------------------------
+
+UPDATE_CAP_REFUSAL = (
+    "Error: the plan updates 4 accounts, over the cap of 3; 4 of them change integration "
+    "http.url; nothing was changed. Check the plan (a wrong TOGETHER_PUBLIC_URL changes every "
+    "integration's http.url), then allow it with --max-updates 4 (or TOGETHER_MAX_UPDATES; in "
+    "the apply workflow, its max_updates input)\n"
+)
+UPDATE_CAP_WARNING = (
+    "Warning: apply would refuse this plan: it updates 4 accounts, over the cap of 3 (4 change "
+    "integration http.url); if that is intended, apply with --max-updates 4"
+)
+
+
+def four_applied_accounts(world: World) -> list[str]:
+    subs = ["a1", "a2", "a3", "a4"]
+    for sub in subs:
+        world.write_account(sub)
+        world.connect(sub)
+    assert world.cli("apply", "--yes").exit_code == 0
+    return subs
+
+
+def test_a_changed_public_url_over_the_update_cap_changes_nothing_and_exits_3(
+    world: World,
+) -> None:
+    subs = four_applied_accounts(world)
+    before = {sub: world.ours(sub) for sub in subs}
+    wrong = {**world.env, "TOGETHER_PUBLIC_URL": "https://wrong.example.com"}
+
+    plan = world.cli("plan", env=wrong)
+    assert plan.exit_code == 0
+    assert plan.output.endswith("(4 accounts).\n" + UPDATE_CAP_WARNING + "\n")
+    markdown = world.cli("plan", "--format", "markdown", env=wrong)
+    assert f"> **Warning:** {UPDATE_CAP_WARNING.removeprefix('Warning: ')}\n" in markdown.output
+    as_json = CliRunner().invoke(main, ["plan", "--json"], env=wrong)
+    assert json.loads(as_json.stdout)["summary"]["update"] == 4  # stdout: the document only
+    assert as_json.stderr == UPDATE_CAP_WARNING + "\n"
+
+    world.sandbox.control.clear_requests()
+    refused = world.cli("apply", "--yes", env=wrong)
+    assert refused.exit_code == 3
+    assert refused.output == UPDATE_CAP_REFUSAL
+    assert world.writes() == []
+    assert {sub: world.ours(sub) for sub in subs} == before
+
+    allowed = world.cli("apply", "--yes", "--max-updates", "4", env=wrong)
+    assert allowed.exit_code == 0, allowed.output
+    assert "Apply: 4 changed" in allowed.output
+    for sub in subs:
+        (integration,) = world.ours(sub)
+        assert integration["id"] == before[sub][0]["id"]  # updated in place
+        assert integration["http"]["url"] == "https://wrong.example.com/gorgias/events"
+    by_env = world.cli("plan", env={**wrong, "TOGETHER_MAX_UPDATES": "4"})
+    assert "Warning" not in by_env.output
+
+
+def test_updates_at_the_default_cap_pass_and_an_explicit_cap_refuses_above_it(world: World) -> None:
+    subs = four_applied_accounts(world)
+    wrong = {**world.env, "TOGETHER_PUBLIC_URL": "https://wrong.example.com"}
+    for sub in subs[:3]:  # 3 updates: at the cap, not over it
+        (world.accounts_dir / f"{sub}.yaml").write_text(
+            (world.accounts_dir / f"{sub}.yaml").read_text() + "widget:\n  order: 7\n"
+        )
+    plan = world.cli("plan")
+    assert "Warning" not in plan.output
+    assert world.cli("apply", "--yes").exit_code == 0
+    assert world.cli("apply", "--yes", "--max-updates", "3", env=wrong).exit_code == 3
+
+
+def test_key_rotation_steps_from_the_readme_pass_the_update_cap(world: World) -> None:
+    subs = four_applied_accounts(world)
+    new_key = generate_key()
+    rotating = {**world.env, "TOGETHER_SECRET_KEYS": f"{new_key},{world.keys}"}
+    new_keyring = Keyring.from_env(new_key)
+    world.secrets |= {new_key, *(new_keyring.event_token(f"{s}.gorgias.com") for s in subs)}
+
+    # 2. Apply, as the apply workflow does: plan --out, then apply exactly that plan.
+    out = world.root / "plan.json"
+    plan = world.cli("plan", "--format", "markdown", "--out", str(out), env=rotating)
+    assert plan.exit_code == 0
+    assert "Warning" not in plan.output
+    assert "http.headers.X-Together-Token" in plan.output
+    applied = world.cli("apply", str(out), "--yes", "--max-deletes", "3", env=rotating)
+    assert applied.exit_code == 0, applied.output
+    assert "Apply: 4 changed" in applied.output
+    # 3. Re-encrypt the stored tokens; 4. drop the old keys: nothing left to change.
+    assert world.cli("credentials", "rotate", env=rotating).exit_code == 0
+    done = {**world.env, "TOGETHER_SECRET_KEYS": new_key}
+    assert world.cli("plan", "--detailed-exitcode", env=done).exit_code == 0
