@@ -208,7 +208,7 @@ def test_database_stopped_loses_no_warm_event(pg_world: World, pg: OwnPostgres) 
 
 @pytest.mark.slow
 def test_sighup_and_max_requests_restarts_lose_nothing(sqlite_world: World) -> None:
-    args = (*FAST_ARGS, "--max-requests", "40", "--max-requests-jitter", "20")
+    args = (*FAST_ARGS, "--max-requests", "20", "--max-requests-jitter", "5")
     with (
         sqlite_world.serve(*args) as served,  # type: ignore[attr-defined]
         Probe(served.url, "/readyz") as ready,
