@@ -46,11 +46,6 @@ def test_a_user_alone_or_an_empty_password_or_query_is_refused(value: str) -> No
     assert str(raised.value) in (PLAIN, "is not a valid URL")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (issue 16 report): an empty query or fragment ('?' or '#' alone) is "
-    "accepted, and events_url then puts /gorgias/events after the '?'",
-)
 @pytest.mark.parametrize("value", ["https://together.example.com/?", "https://t.example.com/#"])
 def test_an_empty_query_or_fragment_is_refused(value: str) -> None:
     with pytest.raises(ValueError):

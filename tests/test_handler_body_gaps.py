@@ -130,12 +130,6 @@ def test_non_numeric_content_length_is_400_and_closes(declared: str) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="known gap (issue 16 report): str.isdigit() accepts '²' and int() then raises, a 500 "
-    "under a WSGI server that passes it on (gunicorn refuses such a header itself)",
-)
 def test_a_superscript_digit_content_length_is_400() -> None:
     assert refusal(environ(io.BytesIO(b"{}"), "²"))[:2] == (400, "invalid_content_length")
 

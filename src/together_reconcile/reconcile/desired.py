@@ -40,7 +40,9 @@ def check_public_url(value: str) -> str:
         raise ValueError("is not a valid URL") from None
     if parts.scheme not in ("https", "http") or not host:
         raise ValueError("must be an http(s) URL such as https://together.example.com")
-    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+    stripped = value.strip()
+    bare_marker = "?" in stripped or "#" in stripped  # an empty query or fragment too
+    if parts.username is not None or parts.password is not None or bare_marker:
         raise ValueError("must be a plain base URL: no user, password, query or fragment")
     if parts.scheme == "http" and not _is_loopback(host):
         raise ValueError(
