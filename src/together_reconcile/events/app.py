@@ -570,7 +570,7 @@ def read_body(environ: dict[str, Any], max_bytes: int = MAX_BODY_BYTES) -> bytes
     declared = (environ.get("CONTENT_LENGTH") or "").strip()
     try:
         if declared:
-            if not declared.isdigit():
+            if not (declared.isascii() and declared.isdigit()):
                 raise HttpError(
                     400, "invalid_content_length", "Content-Length is not a number", close=True
                 )
