@@ -107,11 +107,15 @@ class Row:
 def truth(probe: Probe, windows: list[tuple[float, float, int]]) -> str:
     """How many probes inside each (start, end, expected) window said what was expected."""
     total = right = 0
+    wrong: dict[str, int] = {}
     for start, end, expected in windows:
         for status in probe.statuses(start, end):
             total += 1
             right += status == expected
-    return f"{right}/{total}"
+            if status != expected:
+                wrong[str(status)] = wrong.get(str(status), 0) + 1
+    others = ", ".join(f"{k}×{v}" for k, v in wrong.items())
+    return f"{right}/{total}" + (f" ({others})" if others else "")
 
 
 def slow_header_sockets(port: int, count: int, stop: threading.Event) -> None:

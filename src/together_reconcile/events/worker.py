@@ -9,7 +9,9 @@ Three changes to `gunicorn.workers.gthread.ThreadWorker` (gunicorn 23):
   as it likes. Here the loop reads what has arrived without blocking and hands the connection
   to a thread only once the head is complete (`\\r\\n\\r\\n`), so slow clients hold a socket,
   not a thread. A head still incomplete `header_timeout` seconds after the connection opened
-  (or after the first byte of a later request on a kept-alive connection) is closed.
+  (or after the first byte of a later request on a kept-alive connection) is closed. A small
+  declared body (up to 64 KiB, no `Expect`, not chunked) is gathered the same way, and must be
+  in within the body timeout after the head.
 - **Bodies have a deadline.** The app arms a deadline for the whole body (`read_deadline`):
   when it passes, the loop shuts the socket's read side, so the blocked read returns at once
   (a client sending one byte every few seconds cannot hold a thread past it).
@@ -18,7 +20,7 @@ Three changes to `gunicorn.workers.gthread.ThreadWorker` (gunicorn 23):
   process exits. Here the worker, once told to stop, stops accepting (closes its listening
   sockets after taking what is already queued), keeps serving every open connection — each
   answer then carries `Connection: close` — closes kept-alive connections that stay idle for
-  the keep-alive time, and exits when none is left or the graceful timeout is near.
+  a second, and exits when none is left or the graceful timeout is near.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ MAX_BUFFERED_HEAD = 64 * 1024  # beyond this the parser takes over (and refuses 
 MAX_BUFFERED_BODY = 64 * 1024  # the handler's own limit: larger bodies get their 413 at once
 DEFAULT_HEADER_TIMEOUT_S = 5.0
 DEFAULT_BODY_TIMEOUT_S = 5.0
+DRAIN_IDLE_S = 1.0  # while draining, a kept-alive connection idle this long is closed
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,9})[ \t]*\r\n", re.IGNORECASE)
 _EXPECT_OR_CHUNKED = re.compile(rb"\r\n(expect|transfer-encoding):", re.IGNORECASE)
 
@@ -244,6 +247,9 @@ class DrainingThreadWorker(ThreadWorker):  # type: ignore[misc]
                 if self.nr_conns == before:
                     break
             sock.close()
+        with self._lock:  # idle ones: no need to wait the whole keep-alive time any more
+            for conn in self._keep:
+                conn.timeout = min(conn.timeout, time.time() + DRAIN_IDLE_S)
         self.log.info("Draining: %s open connections", self.nr_conns)
         while (self.nr_conns > 0 or self.futures) and time.monotonic() < limit:
             self._turn()
@@ -270,6 +276,8 @@ class DrainingThreadWorker(ThreadWorker):  # type: ignore[misc]
             if keepalive and not self._poller_closed:
                 conn.sock.setblocking(False)
                 conn.set_timeout()
+                if self._draining:
+                    conn.timeout = min(conn.timeout, time.time() + DRAIN_IDLE_S)
                 self._keep.append(conn)
                 self.poller.register(
                     conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn)
