@@ -282,7 +282,7 @@ def test_connect_stores_the_tokens_and_says_what_happens_next(
     assert page.title == "Gorgias account connected"
     assert "acme.gorgias.com is now connected to Together." in page.text
     assert "Together support links your Shopify store" in page.text
-    assert "appear in Gorgias after the next apply" in page.text
+    assert "appear in Gorgias once that is done, and support will tell you" in page.text
     credential = world.store.get_credential("gorgias", "acme.gorgias.com")
     assert credential is not None and credential.refresh_token is not None
     assert credential.expires_at is not None

@@ -71,9 +71,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "serve:serve_command",
         "Run the event handler Gorgias calls (gunicorn, threaded workers).",
     ),
+    "status": (
+        "support:status_command",
+        "Where each account stands and the one next step (reads files and the store only).",
+    ),
     "validate": (
         "files:validate",
         "Check account files (files or folders; default: the accounts dir).",
+    ),
+    "verify": (
+        "support:verify_command",
+        "Make the call Gorgias makes, through TOGETHER_PUBLIC_URL, for each applied account.",
     ),
 }
 

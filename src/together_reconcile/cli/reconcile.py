@@ -14,6 +14,8 @@ from together_reconcile.reconcile import apply as apply_module
 from together_reconcile.reconcile import observe as observe_module
 from together_reconcile.reconcile import plan as plan_module
 from together_reconcile.reconcile import render, safety
+from together_reconcile.reconcile import select as select_module
+from together_reconcile.reconcile import verify as verify_module
 
 
 def _open_reconcile_session(options: Options) -> observe_module.Session:
@@ -174,6 +176,35 @@ def plan_command(
     envvar="TOGETHER_LOCK_TIMEOUT",
     help="Seconds to wait for another apply on the same store before giving up (exit 3).",
 )
+@click.option(
+    "--account",
+    "accounts",
+    multiple=True,
+    envvar="TOGETHER_ACCOUNT",
+    help="Only this Gorgias account (repeatable; not with PLAN_FILE).",
+)
+@click.option(
+    "--only",
+    "only_text",
+    metavar="ACTION[,ACTION]",
+    envvar="TOGETHER_ONLY",
+    help="Only accounts whose action is listed (create, update, delete); others: skipped.",
+)
+@click.option(
+    "--verify",
+    "verify_after",
+    is_flag=True,
+    envvar="TOGETHER_VERIFY",
+    help="Verify each account created or changed (the call Gorgias makes); a failure: exit 1.",
+)
+@click.option(
+    "--verify-wait",
+    type=click.FloatRange(0, 3600),
+    default=verify_module.DEFAULT_VERIFY_WAIT_S,
+    show_default=True,
+    envvar="TOGETHER_VERIFY_WAIT",
+    help="Seconds --verify waits for a handler that does not know the account yet.",
+)
 @click.pass_obj
 def apply_command(
     options: Options,
@@ -183,6 +214,10 @@ def apply_command(
     max_updates: int | None,
     concurrency: int,
     lock_timeout: float,
+    accounts: tuple[str, ...],
+    only_text: str | None,
+    verify_after: bool,
+    verify_wait: float,
 ) -> None:
     """Make live Gorgias state match the account files (or exactly a saved plan).
 
@@ -195,6 +230,12 @@ def apply_command(
             "refusing to apply without confirmation: stdin is not a terminal; "
             "pass --yes (or TOGETHER_YES=1) to apply non-interactively"
         )
+    if plan_file is not None and accounts:
+        raise click.UsageError("--account cannot be combined with PLAN_FILE (the plan names them)")
+    try:
+        only = select_module.parse_only(only_text) if only_text is not None else None
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="'--only'") from None
     saved = apply_module.load_saved_plan(plan_file) if plan_file else None
 
     def confirm(plan: plan_module.Plan) -> bool:
@@ -215,15 +256,60 @@ def apply_command(
             concurrency=concurrency,
             lock_timeout_s=lock_timeout,
             commit=session.reconciler.desired.commit,
+            accounts=accounts,
+            only=only,
+        )
+        if report is not None:
+            if yes:
+                click.echo(render.render_text(plan, colour=_colour_wanted()), nl=False)
+            click.echo(report.render(), nl=False)
+            _append_step_summary(render.render_markdown(plan, title="together-reconcile apply"))
+        verified = (
+            verify_after_apply(session, report, verify_wait)
+            if verify_after and report is not None
+            else []
         )
     finally:
         session.store.close()
     if report is None:
         click.echo("apply cancelled: nothing was changed", err=True)
         raise SystemExit(1)
-    if yes:
-        click.echo(render.render_text(plan, colour=_colour_wanted()), nl=False)
-    click.echo(report.render(), nl=False)
-    _append_step_summary(render.render_markdown(plan, title="together-reconcile apply"))
     if report.exit_code:
         raise SystemExit(report.exit_code)
+    if any(not result.ok for result in verified):
+        raise SystemExit(1)
+
+
+def verify_after_apply(
+    session: observe_module.Session, report: apply_module.ApplyReport, wait_s: float
+) -> list[verify_module.VerifyResult]:
+    """`apply --verify`: verify each account created or changed, waiting up to `wait_s` for
+    a handler that does not know the account yet; print and summarise the results."""
+    desired = session.reconciler.desired
+    changed = sorted(
+        result.gorgias_account
+        for result in report.results
+        if result.ok
+        and not result.skipped
+        and result.action in ("create", "update")
+        and desired.resources(result.gorgias_account) is not None
+    )
+    if not changed:
+        return []
+    stores = {
+        domain: desired.accounts[domain].account.shopify_store
+        for domain in changed
+        if domain in desired.accounts
+    }
+    click.echo(f"Verifying {len(changed)} account(s) via {desired.public_url} ...")
+    with verify_module.verify_http_client() as http:
+        verifier = verify_module.Verifier(
+            session.store, desired.keyring, desired.public_url, stores, http
+        )
+        results = verifier.verify_many(changed, wait_s=wait_s)
+    for result in results:
+        click.echo(result.line())
+    failed = [result for result in results if not result.ok]
+    click.echo(f"Verify: {len(results) - len(failed)} ok, {len(failed)} failed.")
+    _append_step_summary(verify_module.markdown(results))
+    return results

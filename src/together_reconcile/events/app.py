@@ -701,7 +701,12 @@ class HandlerApp:
         # Called once per answered request with (entry, status, seconds taken): metrics.
         self.request_listeners: list[Callable[[RequestLog, int, float], None]] = []
         self._email_key = settings.log_salt or settings.keyring.derived_key(EMAIL_HASH_KEY_LABEL)
-        self.oauth = oauth or OAuthRoutes(settings.oauth, settings.keyring, credentials.store)
+        self.oauth = oauth or OAuthRoutes(
+            settings.oauth,
+            settings.keyring,
+            credentials.store,
+            account_enabled=lambda domain: getattr(registry.get(domain), "enabled", False),
+        )
 
     def warm_up(self) -> None:
         """Open the store before the first request needs it: bounded (a store that does not

@@ -38,6 +38,7 @@ from urllib.parse import parse_qs, urlencode
 import httpx
 
 from together_reconcile.config import GORGIAS_ACCOUNT_RE, SUBDOMAIN_RE
+from together_reconcile.github import GitHubSettings, dispatch_apply
 from together_reconcile.gorgias.tokens import (
     CLIENT_ID_ENV,
     CLIENT_SECRET_ENV,
@@ -89,11 +90,13 @@ class OAuthSettings:
 
     app: OAuthApp | None
     public_url: str | None
+    # Where to dispatch the apply workflow after a connect (SPEC "The support loop").
+    github: GitHubSettings = field(default_factory=lambda: GitHubSettings(None))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> OAuthSettings:
         public_url = (environ.get(PUBLIC_URL_ENV) or "").strip().rstrip("/") or None
-        return cls(OAuthApp.from_env(environ), public_url)
+        return cls(OAuthApp.from_env(environ), public_url, GitHubSettings.from_env(environ))
 
     def require(self) -> tuple[OAuthApp, str]:
         """The app and public URL, or a 503 naming what is missing."""
@@ -343,16 +346,27 @@ def rate_limited_page(retry_after: int) -> Page:
     )
 
 
-def connected_page(domain: str) -> Page:
+# When the widget appears, by what happened after the tokens were stored.
+WHEN_DISPATCHED = (
+    "Your Shopify store is already linked: the Together integration and its sidebar widget "
+    "are being set up now and appear in Gorgias within a few minutes. You can close this page."
+)
+WHEN_HOURLY = (
+    "Your Shopify store is already linked: the Together integration and its sidebar widget "
+    "appear in Gorgias within the hour. You can close this page."
+)
+WHEN_LINKED_BY_SUPPORT = (
+    "What happens next: Together support links your Shopify store to this Gorgias account; "
+    "the Together integration and its sidebar widget appear in Gorgias once that is done, and "
+    "support will tell you. You can close this page."
+)
+
+
+def connected_page(domain: str, when: str = WHEN_LINKED_BY_SUPPORT) -> Page:
     return Page(
         200,
         "Gorgias account connected",
-        (
-            f"{domain} is now connected to Together.",
-            "What happens next: Together support links your Shopify store to this Gorgias "
-            "account (an account file in our configuration). The Together integration and its "
-            "sidebar widget appear in Gorgias after the next apply. You can close this page.",
-        ),
+        (f"{domain} is now connected to Together.", when),
         account=domain,
     )
 
@@ -371,6 +385,7 @@ class OAuthRoutes:
         *,
         http: httpx.Client | None = None,
         clock: Callable[[], float] = time.time,
+        account_enabled: Callable[[str], bool] = lambda domain: False,
         rate_limit: ClientRateLimit | None = None,
     ) -> None:
         self.settings = settings
@@ -378,6 +393,7 @@ class OAuthRoutes:
         self._store = store
         self._http = http
         self._clock = clock
+        self._account_enabled = account_enabled  # an enabled account file exists
         self.rate_limit = rate_limit if rate_limit is not None else ClientRateLimit()
 
     def http(self) -> httpx.Client:
@@ -447,7 +463,16 @@ class OAuthRoutes:
             )
         except OAuthError as error:
             return error_page(error, domain)
-        return connected_page(domain)
+        return connected_page(domain, self._go_live(domain))
+
+    def _go_live(self, domain: str) -> str:
+        """With an enabled account file, dispatch the apply workflow for it (bounded; a
+        failure only changes the words); without one, never."""
+        if not self._account_enabled(domain):
+            return WHEN_LINKED_BY_SUPPORT
+        if dispatch_apply(self.settings.github, domain).ok:
+            return WHEN_DISPATCHED
+        return WHEN_HOURLY
 
     @staticmethod
     def _check_account(claims: StateClaims, account: str | None) -> None:

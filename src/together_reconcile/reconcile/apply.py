@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -61,6 +61,7 @@ from together_reconcile.reconcile.safety import (
     check_update_cap,
     default_max_updates,
 )
+from together_reconcile.reconcile.select import split_by_action
 from together_reconcile.store import ManagedAccount, Store
 
 DEFAULT_APPLY_CONCURRENCY = 16
@@ -185,6 +186,7 @@ class AccountResult:
     changes: tuple[str, ...] = ()
     error: str | None = None
     reason: str | None = None
+    skipped: bool = False  # left alone by `--only`
 
     @property
     def counts_as_failure(self) -> bool:
@@ -209,7 +211,9 @@ class ApplyReport:
         for result in self.results:
             if result.action == "in_sync" and result.ok:
                 continue
-            if result.reason is not None:
+            if result.skipped:
+                state = "skipped"
+            elif result.reason is not None:
                 state = f"blocked ({result.reason})"
             else:
                 state = "done" if result.ok else "FAILED"
@@ -217,12 +221,14 @@ class ApplyReport:
             lines.extend(f"    {change}" for change in result.changes)
             if result.error:
                 lines.append(f"    error: {result.error}")
-        done = sum(1 for r in self.results if r.ok and r.action != "in_sync")
+        done = sum(1 for r in self.results if r.ok and r.action != "in_sync" and not r.skipped)
+        skipped = sum(1 for r in self.results if r.skipped)
         in_sync = sum(1 for r in self.results if r.ok and r.action == "in_sync")
         waiting = sum(1 for r in self.results if r.reason == NOT_CONNECTED)
         lines.append(
             f"Apply: {done} changed, {in_sync} in sync, {len(self.failures)} failed, "
-            f"{waiting} not connected ({len(self.results)} "
+            f"{waiting} not connected{f', {skipped} skipped' if skipped else ''} "
+            f"({len(self.results)} "
             f"account{'' if len(self.results) == 1 else 's'})."
         )
         if self.failures:
@@ -425,6 +431,8 @@ def run_apply(
     plan_concurrency: int = DEFAULT_PLAN_CONCURRENCY,
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
     commit: str | None = None,
+    accounts: Sequence[str] = (),
+    only: Collection[str] | None = None,
 ) -> tuple[Plan, ApplyReport | None]:
     """Lock, plan afresh, run the safety rules, confirm, apply. `None` report: not confirmed.
 
@@ -432,10 +440,11 @@ def run_apply(
     larger of 3 and 30 % of the managed accounts) and `LockTimeout` before any write.
     """
     with store.apply_lock(lock_timeout_s):
-        domains = reconciler.scope(saved.domains if saved else ())
+        domains = reconciler.scope(saved.domains if saved else accounts)
         plan = make_plan(reconciler, domains, concurrency=plan_concurrency)
         if saved is not None:
             check_not_stale(saved, plan)
+        plan, skipped = split_by_action(plan, only)
         check_delete_cap(plan, max_deletes)
         cap = default_max_updates(len(reconciler.managed)) if max_updates is None else max_updates
         rotated: Rotated = reconciler.desired.rotated
@@ -443,4 +452,7 @@ def run_apply(
         if plan.has_changes and not confirm(plan):
             return plan, None
         report = Applier(reconciler, store, commit=commit).apply(plan, concurrency=concurrency)
-        return plan, report
+        left = tuple(
+            AccountResult(a.gorgias_account, a.action, True, skipped=True) for a in skipped
+        )
+        return plan, ApplyReport(report.results + left, report.write_requests)
