@@ -16,6 +16,11 @@ this machine's cores: generator, handler and sandbox — and, on a shared machin
 runs.
 
 Goals: zero errors, ≥ 0.8 of the baseline's throughput, p99 ≤ 200 ms, ≥ 300 req/s.
+
+With wrk and nginx installed, the same load also goes through the shipped nginx configuration
+(deploy/nginx: TLS, buffering, keep-alive upstream) in front of two replicas with half the
+workers each (`nginx+2`; `--no-nginx` skips it). Goals there: ≥ 0.9 of the direct run's
+throughput, p99 ≤ 200 ms, zero errors. tests/ops/test_nginx.py proves the rolling restart.
 """
 
 from __future__ import annotations
@@ -232,12 +237,23 @@ class Load:
     def generator(self) -> str:
         return "wrk (1 thread, Lua)" if self.wrk else "asyncio client (in this process)"
 
-    def run(self, port: int, events: list[tuple[str, str]], server: int, sandbox: int) -> Result:
-        before = {"server": tree_cpu_s(server), "sandbox": tree_cpu_s(sandbox)}
+    def run(
+        self,
+        port: int,
+        events: list[tuple[str, str]],
+        server: int | list[int],
+        sandbox: int,
+        url: str | None = None,
+    ) -> Result:
+        """Load `port` (or `url`, wrk only: e.g. nginx over TLS); `server`: the pid(s) whose
+        CPU counts as the server's."""
+        servers = server if isinstance(server, list) else [server]
+        before = {"server": sum(map(tree_cpu_s, servers)), "sandbox": tree_cpu_s(sandbox)}
         own = time.process_time()
         if self.wrk:
+            target = url or f"http://127.0.0.1:{port}/gorgias/events"
             result, generator_cpu = run_wrk(
-                self.wrk, port, events, self.total, self.concurrency, self.tmp
+                self.wrk, target, events, self.total, self.concurrency, self.tmp
             )
         else:
             requests = [event_request(account, token) for account, token in events]
@@ -245,7 +261,7 @@ class Load:
             generator_cpu = time.process_time() - own
         used = {
             "generator": generator_cpu,
-            "server": tree_cpu_s(server) - before["server"],
+            "server": sum(map(tree_cpu_s, servers)) - before["server"],
             "sandbox": tree_cpu_s(sandbox) - before["sandbox"],
         }
         warmed = min(200, self.total) + self.total  # the warm-up's CPU is in there too
@@ -340,7 +356,7 @@ def ensure_wrk() -> str | None:
 
 
 def run_wrk(
-    wrk: str, port: int, events: list[tuple[str, str]], total: int, concurrency: int, tmp: Path
+    wrk: str, url: str, events: list[tuple[str, str]], total: int, concurrency: int, tmp: Path
 ) -> tuple[Result, float]:
     """Warm up, then `total` requests over `concurrency` connections; the result and wrk's CPU."""
 
@@ -352,7 +368,7 @@ def run_wrk(
         # ends the run there (wrk then prints the summary of what it did).
         proc = subprocess.Popen(
             [wrk, "-t1", f"-c{concurrency}", "-d60s", "--timeout", "10s", "-s", str(script),
-             f"http://127.0.0.1:{port}/gorgias/events"],
+             url],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert proc.stdout is not None
@@ -410,6 +426,44 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
+def through_nginx(
+    load: Load,
+    args: argparse.Namespace,
+    tmp: Path,
+    serve_env: dict[str, str],
+    names: list[str],
+    keyring: Any,
+    sandbox_pid: int,
+) -> Result:
+    """The same load through the shipped nginx configuration (deploy/nginx, TLS) in front of
+    two replicas, each with half the direct run's workers (the same cores in all)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.ops.helpers import run_nginx
+
+    ports = [free_port(), free_port()]
+    workers = max(1, args.workers // 2)
+    commands = [
+        [
+            PYTHON, "-m", "together_reconcile", "serve", "--port", str(port),
+            "--workers", str(workers), "--threads", str(args.threads),
+        ]
+        for port in ports
+    ]  # fmt: skip
+    (tmp / "nginx-run").mkdir()
+    with (
+        process(commands[0], serve_env, f"http://127.0.0.1:{ports[0]}/healthz", "one") as one,
+        process(commands[1], serve_env, f"http://127.0.0.1:{ports[1]}/healthz", "two") as two,
+        run_nginx(tmp / "nginx-run", free_port(), ports) as nginx,
+    ):
+        return load.run(
+            0,
+            [(n, keyring.event_token(f"{n}.gorgias.com")) for n in names],
+            [one.pid, two.pid, nginx.process.pid],
+            sandbox_pid,
+            url=nginx.url + "/gorgias/events",
+        )
+
+
 def event_request(account: str, token: str) -> bytes:
     body = json.dumps(
         {"ticket_id": 1, "account_domain": f"{account}.gorgias.com", "customer_email": EMAIL}
@@ -430,6 +484,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=WORKERS)
     parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--generator", choices=["wrk", "asyncio"], default="wrk")
+    parser.add_argument(
+        "--no-nginx", action="store_true", help="skip the run through nginx and two replicas"
+    )
     args = parser.parse_args()
     wrk = ensure_wrk() if args.generator == "wrk" else None
 
@@ -504,6 +561,9 @@ def main() -> None:
                     server.pid,
                     sandbox.pid,
                 )
+            proxied = None
+            if load.wrk and shutil.which("nginx") and not args.no_nginx:
+                proxied = through_nginx(load, args, tmp, serve_env, names, keyring, sandbox.pid)
 
             baseline_env = {
                 **env,
@@ -532,6 +592,8 @@ def main() -> None:
         f"{args.threads} threads; {os.cpu_count()} CPUs shared by generator, server and sandbox"
     )
     print(handler.line("handler"))
+    if proxied is not None:
+        print(proxied.line("nginx+2"))
     print(baseline.line("baseline"))
     ratio = handler.rate / baseline.rate
     print(f"ratio     {ratio:.2f} of baseline throughput")
@@ -542,6 +604,18 @@ def main() -> None:
         "≥ 300 req/s": handler.rate >= 300,
     }
     print("goals     " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in goals.items()))
+    if proxied is not None:
+        share = proxied.rate / handler.rate
+        print(f"nginx     {share:.2f} of the direct handler's throughput (TLS, two replicas)")
+        nginx_goals = {
+            "zero errors": proxied.errors == 0,
+            "≥ 0.9 of direct": share >= 0.9,
+            "p99 ≤ 200 ms": proxied.percentile(99) <= 200,
+        }
+        print(
+            "goals     "
+            + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in nginx_goals.items())
+        )
     load_avg = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"load average (1, 5, 15 min) at the end: {load_avg}")
 
