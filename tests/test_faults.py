@@ -145,9 +145,11 @@ def test_database_frozen_loses_no_warm_event_and_answers_in_time(
         frozen_at = time.monotonic()
         pg.freeze()
         try:
+            (pg_world.accounts / "newco.yaml").write_text(account_yaml("newco"))
             time.sleep(2.0)  # past the 1 s credential TTL: tokens are now served stale
+            never = post(served, COLD)  # configured, never asked for: prefetched at start
             started = time.monotonic()
-            cold = post(served, COLD)
+            cold = post(served, "newco")  # added during the outage: its token was never read
             cold_seconds = time.monotonic() - started
             time.sleep(2.0)
         finally:
@@ -159,6 +161,7 @@ def test_database_frozen_loses_no_warm_event_and_answers_in_time(
     assert len(load.outcomes) > 100
     assert load.max_seconds() < 6.0
     assert (cold.status_code, cold.json()["error"]["code"]) == (503, "store_unavailable")
+    assert never.status_code == 200, never.text
     assert cold_seconds < 2.0
     assert 503 in ready.statuses(frozen_at + 1.5, thawed_at), ready.seen
     assert ready.slowest() < 2.0
@@ -183,8 +186,10 @@ def test_database_stopped_loses_no_warm_event(pg_world: World, pg: OwnPostgres) 
         stopped_at = time.monotonic()
         pg.stop("fast")
         try:
+            (pg_world.accounts / "newco.yaml").write_text(account_yaml("newco"))
             time.sleep(2.0)
-            cold = post(served, COLD)
+            never = post(served, COLD)
+            cold = post(served, "newco")
             time.sleep(2.0)
         finally:
             pg.start()
@@ -194,6 +199,7 @@ def test_database_stopped_loses_no_warm_event(pg_world: World, pg: OwnPostgres) 
     assert load.failures(since=warm_at) == [], describe(load)
     assert load.max_seconds() < 6.0
     assert (cold.status_code, cold.json()["error"]["code"]) == (503, "store_unavailable")
+    assert never.status_code == 200, never.text
     assert 503 in ready.statuses(stopped_at + 1.0, started_at)
     assert ready.slowest() < 2.0
     assert recovery < 5.0

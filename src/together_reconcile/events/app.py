@@ -71,6 +71,8 @@ STORE_TIMEOUT_S = 0.8  # an event waits this long for the store, at most
 READY_STORE_TIMEOUT_S = 1.0  # /readyz: 503 when the store does not answer within this
 STORE_RETRY_S = 1.0  # after a store failure, events use cached tokens without asking again
 STORE_POOL_SIZE = 4  # PostgreSQL connections per worker (and threads that talk to the store)
+PREFETCH_INTERVAL_S = 60.0  # every worker re-reads every configured account's token this often
+PREFETCH_TIMEOUT_S = 5.0
 CONFIG_CHECK_INTERVAL_S = 1.0
 DEFAULT_STATE_URL = "sqlite:///.together/state.db"
 CLOSE_CONNECTION_KEY = "together.close_connection"
@@ -425,6 +427,45 @@ class CredentialSource:
     def last_error(self) -> str | None:
         return self._last_error
 
+    def prefetch(self, store_domains: Iterable[str], timeout_s: float) -> int:
+        """Read the tokens of these stores in one query (bounded), so that every worker holds
+        a recent token for every configured account, not only for those it was asked about:
+        then a store outage finds them all warm. Returns how many credentials were found."""
+        domains = sorted({domain.strip().lower() for domain in store_domains})
+
+        def fetch() -> int:
+            started = self._clock()
+            found = self.store().get_credentials("shopify", domains)
+            for domain in domains:
+                current = self._cache.get(domain)
+                if current is None or current.read_at <= started:  # never undo a newer read
+                    credential = found.get(domain)
+                    token = credential.access_token if credential is not None else None
+                    self._cache[domain] = _Cached(started, token)
+            return len(found)
+
+        count: int = StoreGate.wait(self._gate.submit(fetch), timeout_s)
+        return count
+
+    def keep_warm(
+        self, store_domains: Callable[[], Iterable[str]], interval_s: float = PREFETCH_INTERVAL_S
+    ) -> None:
+        """`prefetch` every `interval_s` on a thread of its own (a failure is only logged)."""
+
+        def loop() -> None:
+            while True:
+                time.sleep(interval_s)
+                try:
+                    self.prefetch(store_domains(), PREFETCH_TIMEOUT_S)
+                except StoreError as error:
+                    log.warning(json_line({"event": "token_prefetch_failed", "reason": str(error)}))
+                except Exception as error:  # never let the thread die
+                    log.error(
+                        json_line({"event": "token_prefetch_failed", "error": type(error).__name__})
+                    )
+
+        threading.Thread(target=loop, name="token-prefetch", daemon=True).start()
+
     def cached_tokens(self) -> int:
         """How many tokens could be served now if the store failed."""
         now = self._clock()
@@ -709,10 +750,17 @@ class HandlerApp:
         )
 
     def warm_up(self) -> None:
-        """Open the store before the first request needs it: bounded (a store that does not
-        answer is only logged; `/readyz` tells)."""
+        """Open the store and read every configured account's token before the first request
+        needs them, then keep them fresh in the background (see `CredentialSource.prefetch`).
+        Bounded: a store that does not answer is only logged, and `/readyz` tells."""
         with contextlib.suppress(StoreError):
             self.credentials.ping(self.settings.ready_store_timeout_s)
+            self.credentials.prefetch(self._stores(), self.settings.ready_store_timeout_s)
+        self.credentials.keep_warm(self._stores)
+
+    def _stores(self) -> list[str]:
+        accounts = self.registry.snapshot.accounts.values()
+        return [account.shopify_store for account in accounts if account.enabled]
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         started = self._clock()
