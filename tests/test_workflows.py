@@ -37,7 +37,11 @@ HOOKS_PATH = ROOT / ".pre-commit-hooks.yaml"
 PROGRAM = "together-reconcile"
 
 # The only write scopes any workflow holds, and where: never at workflow level.
-JOB_WRITES = {("plan.yml", "plan"): {"pull-requests"}, ("drift.yml", "drift"): {"issues"}}
+JOB_WRITES = {
+    ("plan.yml", "plan"): {"pull-requests"},
+    ("drift.yml", "drift"): {"issues"},
+    ("apply.yml", "comment"): {"pull-requests"},  # the support loop's outcome comment
+}
 
 # Environment variables the product reads (SPEC "Environment"), plus the test suite's own.
 KNOWN_TOGETHER_ENV = {
@@ -333,7 +337,7 @@ def test_apply_is_serialised_in_an_environment() -> None:
     workflow = workflow_named("apply.yml")
     assert workflow["on"]["push"] == {"branches": ["main"], "paths": ["accounts/**"]}
     assert "workflow_dispatch" in workflow["on"]
-    (job,) = jobs(workflow).values()
+    job = jobs(workflow)["apply"]  # (job `comment` holds no secret: the support loop)
     concurrency = job.get("concurrency", workflow.get("concurrency"))
     assert concurrency == {"group": "reconcile", "cancel-in-progress": False}
     assert job["environment"] == "production"
@@ -488,7 +492,9 @@ def test_the_workflows_run_the_expected_commands() -> None:
         "apply",
         "plan",
         "schema",
+        "status",
         "validate",
+        "verify",
     ]
 
 

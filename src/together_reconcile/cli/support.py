@@ -85,9 +85,18 @@ def status_command(options: Options, as_json: bool, accounts: tuple[str, ...]) -
     envvar="TOGETHER_VERIFY_TIMEOUT",
     help="Seconds one verification may take.",
 )
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(0, 3600),
+    default=0,
+    show_default=True,
+    envvar="TOGETHER_VERIFY_WAIT",
+    help="Seconds to wait for a handler that does not know an account yet (unknown_account).",
+)
 @click.pass_obj
 def verify_command(
-    options: Options, as_json: bool, accounts: tuple[str, ...], timeout: float
+    options: Options, as_json: bool, accounts: tuple[str, ...], timeout: float, wait_s: float
 ) -> None:
     """Make the call Gorgias makes, through TOGETHER_PUBLIC_URL, for each applied account.
 
@@ -105,7 +114,9 @@ def verify_command(
     except store_module.StoreError as error:
         raise click.ClickException(str(error)) from None
     try:
-        results = run_verify(store, keyring, public_url, files, accounts, timeout_s=timeout)
+        results = run_verify(
+            store, keyring, public_url, files, accounts, timeout_s=timeout, wait_s=wait_s
+        )
     except store_module.StoreError as error:
         raise click.ClickException(str(error)) from None
     finally:
@@ -132,6 +143,7 @@ def run_verify(
     accounts: tuple[str, ...],
     *,
     timeout_s: float = verify_module.DEFAULT_TIMEOUT_S,
+    wait_s: float = 0.0,
 ) -> list[verify_module.VerifyResult]:
     """The accounts to check (named, or every enabled applied one), verified in parallel."""
     managed = store.list_managed()
@@ -140,16 +152,18 @@ def run_verify(
     if accounts:
         wanted = sorted({a.strip().lower() for a in accounts})
         not_ready = [d for d in wanted if d not in default]
-        if not_ready:
+        if not_ready and len(not_ready) == len(wanted):
             raise click.ClickException(
                 f"nothing to verify for {', '.join(not_ready)}: verify checks accounts with an "
                 "enabled file whose integration was applied; see `status`"
             )
-        domains = wanted
+        for domain in not_ready:
+            click.echo(f"{domain}: not verified: no enabled file or nothing applied", err=True)
+        domains = [d for d in wanted if d in default]
     else:
         domains = default
     with verify_module.verify_http_client() as http:
         verifier = verify_module.Verifier(
             store, keyring, public_url, enabled, http, timeout_s=timeout_s
         )
-        return verifier.verify_many(domains)
+        return verifier.verify_many(domains, wait_s=wait_s)
