@@ -10,6 +10,7 @@ environment of the commands, and the sandbox tokens go to the store through stdi
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import os
@@ -44,6 +45,7 @@ from together_reconcile.sandbox.demo import (
     seed_demo,
     shopify_token,
 )
+from together_reconcile.sandbox.github import GitHubStandIn
 from together_reconcile.secrets import ENV_VAR as SECRET_KEYS_ENV
 from together_reconcile.secrets import generate_key
 
@@ -55,6 +57,8 @@ CUSTOMER_EMAIL = "jane@example.com"  # a seeded sandbox customer (see sandbox/de
 # The sandbox's OAuth app: opens nothing but the sandbox (kept out of the output all the same).
 DEMO_CLIENT_ID = "together-demo"
 DEMO_CLIENT_SECRET = "sandbox-client-secret"  # noqa: S105 - a sandbox-only placeholder
+LATE_ACCOUNT = "umbrella"  # merged before its merchant connects: goes live through the dispatch
+DEMO_GITHUB_TOKEN = "sandbox-github-token"  # noqa: S105 - the GitHub stand-in's only token
 FOREIGN_INTEGRATION = {
     "name": "Initech survey",
     "type": "http",
@@ -176,6 +180,9 @@ class Demo:
     pause_s: float = 0.0
     # The command line the steps run in-process (given by the `demo` command: no import cycle).
     cli: click.Command | None = field(default=None, repr=False, kw_only=True)
+    # GitHub's API, as the handler sees it after a late connect (sandbox/github.py).
+    github: GitHubStandIn | None = field(default=None, repr=False, kw_only=True)
+    app: handler_module.HandlerApp | None = field(default=None, repr=False, kw_only=True)
 
     @property
     def accounts_dir(self) -> Path:
@@ -198,6 +205,7 @@ class Demo:
             "TOGETHER_PUBLIC_URL": self.handler.url,
             "TOGETHER_GORGIAS_URL": self.sandbox.gorgias_url_template,
             "TOGETHER_SHOPIFY_URL": self.sandbox.shopify_url_template,
+            **({"TOGETHER_GITHUB_API_URL": self.github.url} if self.github is not None else {}),
         }
 
     @property
@@ -207,6 +215,14 @@ class Demo:
             SECRET_KEYS_ENV: self.secret_keys,
             CLIENT_ID_ENV: DEMO_CLIENT_ID,
             CLIENT_SECRET_ENV: DEMO_CLIENT_SECRET,
+            **(
+                {
+                    "TOGETHER_GITHUB_REPOSITORY": self.github.repository,
+                    "TOGETHER_GITHUB_TOKEN": DEMO_GITHUB_TOKEN,
+                }
+                if self.github is not None
+                else {}
+            ),
         }
 
     # -- narration helpers
@@ -289,7 +305,8 @@ class Demo:
         settings = handler_module.Settings.from_env(
             self.env, accounts_dir=self.accounts_dir, state_url=self.state_url
         )
-        self.handler.start(handler_module.create_app(settings))
+        self.app = handler_module.create_app(settings)
+        self.handler.start(self.app)
 
     def connect(self) -> None:
         self.heading(
@@ -313,7 +330,7 @@ class Demo:
         self.run("credentials", "import", "-", stdin="".join(json.dumps(x) + "\n" for x in lines))
         self.run("credentials", "list")
 
-    def _connect(self, account: str) -> str:
+    def _connect(self, account: str, *, page: list[str] | None = None) -> str:
         """Act as the merchant's browser: install → Gorgias authorize → callback."""
         url = f"{self.handler.url}{OAUTH_INSTALL_PATH}?account={account}"
         shown = []
@@ -326,6 +343,8 @@ class Demo:
                 url = answer.headers.get("location", "")
         if answer.status_code != 200:
             raise DemoFailed(f"connecting {account}.gorgias.com failed: {' → '.join(shown)}")
+        if page is not None:  # the page's words, for the merchant
+            page.extend(html.unescape(p) for p in re.findall(r"<p>([^<]*)</p>", answer.text))
         title = re.search(r"<title>([^<·]*)", answer.text)
         return " → ".join(shown) + (f": {title.group(1).strip()}" if title else "")
 
@@ -397,6 +416,9 @@ class Demo:
             "What the agent sees in the ticket sidebar",
             "Gorgias keeps the answer on the customer; the widget shows it:",
         )
+        if not answer:  # `{}`: no order, no card (the widget's view mode needs Together data)
+            self.echo("   (no Together card for this customer)")
+            return
         for line in order_table(answer["final_sale_orders"]):
             self.echo(f"   {line}")
 
@@ -424,6 +446,51 @@ class Demo:
             raise DemoFailed(f"our integration is still in {DISABLED_ACCOUNT}.gorgias.com")
         names = ", ".join(f'"{item.get("name")}"' for item in left) or "none"
         self.echo(f"   Integrations left in {DISABLED_ACCOUNT}.gorgias.com: {names} (not ours)")
+
+    def late_connect(self) -> None:
+        domain = f"{LATE_ACCOUNT}.gorgias.com"
+        store = f"{LATE_ACCOUNT}.myshopify.com"
+        self.sandbox.control.add_gorgias_account(LATE_ACCOUNT, f"unused-{LATE_ACCOUNT}")
+        self.sandbox.control.add_shopify_store(LATE_ACCOUNT, shopify_token(LATE_ACCOUNT))
+        (self.accounts_dir / f"{LATE_ACCOUNT}.yaml").write_text(
+            f"shopify_store: {store}\ngorgias_account: {domain}\n", encoding="utf-8"
+        )
+        self.heading(
+            11,
+            f"A pull request adds {LATE_ACCOUNT} before its merchant has connected",
+            "Support stores the Shopify token; the merge runs apply with --verify. The account",
+            "waits for the merchant (not_connected is not a failure); status says what to send:",
+        )
+        line = json.dumps({"kind": "shopify", "domain": store, "access_token": "x"})
+        line = line.replace('"x"', json.dumps(shopify_token(LATE_ACCOUNT)))
+        self.run("credentials", "import", "-", stdin=line + "\n")
+        self.run("apply", "--yes", "--verify")
+        self.run("status", "--account", domain)
+        if self.github is None or self.app is None:
+            raise DemoFailed("no GitHub stand-in to receive the dispatch, or no handler")
+        self.app.registry.request_reload()  # its checkout has the merge (serve: within 2 s)
+        before = len(self.github.dispatches)
+        self.heading(
+            12,
+            f"The merchant connects: {domain} goes live by itself",
+            "The callback stores the tokens and, as the account has a file, asks GitHub to run",
+            "the apply workflow for it (workflow_dispatch of apply.yml, input account):",
+        )
+        words: list[str] = []
+        self.echo(f"   {domain}: {self._connect(LATE_ACCOUNT, page=words)}")
+        for sentence in words[1:]:
+            self.echo(f"   page: {sentence}")
+        sent = self.github.dispatches[before:]
+        if sent != [{"workflow": "apply.yml", "ref": "main", "inputs": {"account": domain}}]:
+            raise DemoFailed(f"the handler did not dispatch the apply workflow: {sent}")
+        body = json.dumps({"ref": sent[0]["ref"], "inputs": sent[0]["inputs"]})
+        self.echo(
+            f"   GitHub (stand-in) got: POST /repos/{self.github.repository}/actions/workflows/"
+            f"apply.yml/dispatches {body}"
+        )
+        self.echo("   The dispatched run (apply.yml) applies that one account and verifies it:")
+        self.run("apply", "--account", domain, "--yes", "--verify")
+        self.run("status", "--account", domain)
 
     def _our_integration_id(self, account: str) -> int:
         for item in self.sandbox.control.integrations(account):
@@ -479,9 +546,12 @@ def run_demo(echo: Echo, cli: click.Command, *, pause_s: float = 0.0) -> None:
     with signals_as_interrupt(), tempfile.TemporaryDirectory(prefix="together-demo-") as tmp:
         sandbox = start_sandbox("127.0.0.1", 0)
         handler: ServedApp | None = None
+        github = GitHubStandIn(DEMO_GITHUB_TOKEN).start()
         try:
             handler = ServedApp()
-            demo = Demo(Path(tmp), sandbox, handler, echo, generate_key(), pause_s, cli=cli)
+            demo = Demo(
+                Path(tmp), sandbox, handler, echo, generate_key(), pause_s, cli=cli, github=github
+            )
             demo.setup()
             demo.validate()
             demo.start_handler()
@@ -493,9 +563,11 @@ def run_demo(echo: Echo, cli: click.Command, *, pause_s: float = 0.0) -> None:
             demo.widget(answer)
             demo.disable()
             demo.remove()
+            demo.late_connect()
         finally:
             if handler is not None:
                 handler.stop()
+            github.stop()
             sandbox.stop()
     echo("")
     echo("Done: the sandbox and the handler are stopped, the temporary folder is removed.")
