@@ -234,11 +234,11 @@ def db_fault(
     try:
         time.sleep(hold)
     finally:
+        end = time.monotonic()  # the fault ends now; truth is judged up to here
         if kind == "hang":
             pg.thaw()
         else:
             pg.start()
-    end = time.monotonic()
     row.recovery = recover(served, probe, end)
     # 503 expected once the store has had 1 s to answer, until it is back
     row.truth = truth(probe, [(start + 1.2, end, 503)])
@@ -293,17 +293,29 @@ def slow_headers(served: Served, load: Load, probe: Probe, row: Row, _accounts: 
 
 
 def sigterm(served: Served, load: Load, probe: Probe, row: Row, _accounts: Path) -> None:
-    start = time.monotonic()
-    served.process.send_signal(signal.SIGTERM)
-    served.process.wait(timeout=60)
-    row.recovery = f"{time.monotonic() - start:.2f} s"
+    # Beside the balanced clients (they leave once /readyz fails), 8 that keep sending until an
+    # answer says Connection: close.
+    stubborn = Load(
+        served.url, [event(a) for a in WARM], clients=8, interval_s=0.05, stop_on_close=True
+    )
+    with stubborn:
+        time.sleep(1.0)
+        start = time.monotonic()
+        served.process.send_signal(signal.SIGTERM)
+        served.process.wait(timeout=60)
+        row.recovery = f"{time.monotonic() - start:.2f} s"
+    load.outcomes.extend(stubborn.outcomes)
+    closes = sum(o.closed for o in stubborn.outcomes)
     seen = [(t, s) for t, s, _d in probe.seen if t >= start]
     first_503 = next((t for t, s in seen if s == 503), None)
     first_down = next((t for t, s in seen if s is None), None)
     ok = first_503 is not None and (first_down is None or first_503 < first_down)
     after = f"503 after {first_503 - start:.2f} s" if first_503 else "no 503"
     row.truth = f"{'ok' if ok else 'WRONG'} ({after})"
-    row.note = f"recovery: until exit; exit status {served.process.returncode}"
+    row.note = (
+        f"recovery: until exit (status {served.process.returncode}); "
+        f"{closes}/8 persistent clients got Connection: close"
+    )
 
 
 if __name__ == "__main__":
