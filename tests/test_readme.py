@@ -53,6 +53,7 @@ EXERCISED_BY = {
     ("sandbox",): "tests/test_sandbox_cli.py",
     ("plan",): "tests/test_reconcile_e2e.py",
     ("apply",): "tests/test_reconcile_e2e.py",
+    ("verify",): "tests/contract/test_support_loop.py",
 }
 
 
