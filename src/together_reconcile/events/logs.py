@@ -42,20 +42,25 @@ def utc_stamp(seconds: float | None = None) -> str:
     return f"{whole}.{int(moment * 1000) % 1000:03d}Z"
 
 
-class JsonLine(str):
-    """A log message that is already a JSON object; `fields` keeps the object itself."""
+class JsonLine:
+    """A log message that is a JSON object: `fields`, serialised only when a handler asks
+    (`str()`, one compact JSON line with a UTC timestamp first); `JsonFormatter` merges the
+    fields into its own line instead."""
 
-    fields: dict[str, Any]
+    __slots__ = ("fields", "stamp")
 
-    def __new__(cls, fields: dict[str, Any]) -> JsonLine:
-        text = json.dumps({"ts": utc_stamp(), **fields}, separators=(",", ":"), default=str)
-        line = super().__new__(cls, text)
-        line.fields = fields
-        return line
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+        self.stamp = time.time()
+
+    def __str__(self) -> str:
+        return json.dumps(
+            {"ts": utc_stamp(self.stamp), **self.fields}, separators=(",", ":"), default=str
+        )
 
 
-def json_line(fields: dict[str, Any]) -> str:
-    """`fields` as one compact JSON line (a `JsonLine`), with a UTC timestamp first."""
+def json_line(fields: dict[str, Any]) -> JsonLine:
+    """`fields` as a log message: one JSON line (see `JsonLine`)."""
     return JsonLine(fields)
 
 
