@@ -106,7 +106,10 @@ class DrainingThreadWorker(ThreadWorker):  # type: ignore[misc]
         except OSError:
             data = b""
         if not data:
-            self._drop(conn)
+            if getattr(conn, "need", None):  # the body stopped short: the app answers 400
+                self._hand_over(conn)
+            else:
+                self._drop(conn)
             return
         seen = len(conn.head)
         conn.head += data
@@ -120,10 +123,18 @@ class DrainingThreadWorker(ThreadWorker):  # type: ignore[misc]
                     self._heads[conn] = time.monotonic() + self.body_timeout_s
         if len(conn.head) < conn.need:
             return
+        self._hand_over(conn)
+
+    def _hand_over(self, conn: Any, *, cut: bool = False) -> None:
+        """Give the request to a thread; `cut`: its body is late, so the thread reads what
+        came and then the end (the app answers 400 `incomplete_body`)."""
         conn.need = None
         with self._lock:
             self.poller.unregister(conn.sock)
             self._heads.pop(conn, None)
+        if cut:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RD)
         self.enqueue_req(conn)
 
     @staticmethod
@@ -178,7 +189,10 @@ class DrainingThreadWorker(ThreadWorker):  # type: ignore[misc]
             for conn in late_reads:
                 self._reads.pop(conn, None)
         for conn in late_heads:
-            self._drop(conn)
+            if getattr(conn, "need", None):  # the head came, the body is late: answer 400
+                self._hand_over(conn, cut=True)
+            else:
+                self._drop(conn)
         for conn in late_reads:
             with contextlib.suppress(OSError):
                 conn.sock.shutdown(socket.SHUT_RD)  # the blocked read returns at once
