@@ -153,3 +153,27 @@ def test_refusals_carry_their_data_and_word_their_message() -> None:
 def test_update_cap_refusal_is_none_under_the_cap() -> None:
     assert update_cap_refusal(accounts(3, **moved_url()), 3) is None
     assert update_cap_refusal(accounts(0), 0) is None
+
+
+def test_a_widget_template_change_counts_even_when_older_keys_are_known() -> None:
+    """A changed widget title diffs a nested value (a dict, unhashable): counting it beside
+    the rotation set used to crash `plan` with TypeError."""
+    plan = sorted_plan(
+        plan_account(
+            f"t{i}.gorgias.com",
+            desired(),
+            Observation(
+                (live_integration(),),
+                (live_widget(template={"type": "wrapper", "widgets": [{"title": "Old"}]}),),
+            ),
+        )
+        for i in range(4)
+    )
+
+    def rotated(_domain: str) -> set[tuple[str, Any]]:
+        return {(TOKEN_FIELD, fingerprint("v1.token-from-the-older-key"))}
+
+    counted = count_updates(plan, rotated)
+    assert counted.count == 4
+    assert counted.field is not None and counted.field.startswith("widget template")
+    assert counted.field_count == 4

@@ -108,7 +108,9 @@ def updated_fields(
             name = f"{resource.kind} {diff.field}"
             if diff.field == deactivated and diff.after is None:
                 continue  # a reactivation
-            if (name, diff.before) in rotated or name in fields:
+            # Only a token header (a string) can be a rotation; other values may be unhashable.
+            rotation = isinstance(diff.before, str) and (name, diff.before) in rotated
+            if rotation or name in fields:
                 continue
             fields.append(name)
     return tuple(fields)
