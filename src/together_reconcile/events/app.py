@@ -52,8 +52,8 @@ from together_reconcile.gorgias.oauth import (
 )
 from together_reconcile.secrets import Keyring
 from together_reconcile.store import Store, StoreError
-from together_reconcile.verification import is_verification
 from together_reconcile.store.engine import handler_limits
+from together_reconcile.verification import is_verification
 
 log = logging.getLogger(HANDLER_LOGGER)
 
@@ -124,7 +124,11 @@ class Settings:
         return cls(
             credential_ttl_s=float(ttl) if ttl.replace(".", "", 1).isdigit() else CREDENTIAL_TTL_S,
             accounts_dir=accounts_dir or Path(environ.get("TOGETHER_ACCOUNTS_DIR") or "accounts"),
-            store_pool_size=int(pool) if pool.isdigit() and int(pool) > 0 else STORE_POOL_SIZE,
+            store_pool_size=(
+                int(pool)
+                if pool.isascii() and pool.isdigit() and int(pool) > 0
+                else STORE_POOL_SIZE
+            ),
             state_url=state_url or environ.get("TOGETHER_STATE_URL") or DEFAULT_STATE_URL,
             keyring=Keyring.from_env(environ.get("TOGETHER_SECRET_KEYS")),
             shopify=ShopifySettings.from_env(environ),
