@@ -19,6 +19,11 @@ are the base branch's) and
   on disk, or
 - runs, sources, builds or cds into anything from that data folder.
 
+And because only `production` has required reviewers, a job holding secrets in any other
+environment runs unattended: every `together-reconcile apply` it runs must carry `--only
+create` (the `connect` job of apply.yml: a late connect goes live without a person, but nothing
+is updated or deleted without a reviewed plan).
+
 The negative tests feed it known-bad workflows (the original attack first) and check each is
 flagged. zizmor runs offline over the real workflows and must report nothing above "low".
 """
@@ -44,8 +49,11 @@ WORKFLOWS_DIR = ROOT / ".github" / "workflows"
 WORKFLOW_PATHS = sorted(WORKFLOWS_DIR.glob("*.y*ml"))
 LOCK = ROOT / "requirements" / "ci.lock"
 
-# The environments secrets may live in; both allow deployments from `main` only (README).
-ENVIRONMENTS = {"plan", "production"}
+# The environments secrets may live in; all allow deployments from `main` only (README).
+ENVIRONMENTS = {"plan", "production", "connect"}
+# The one environment with required reviewers: the only one where apply may update or delete.
+REVIEWED_ENVIRONMENTS = {"production"}
+PROGRAM = "together-reconcile"
 # What a pull request may contribute to a privileged job: these folders, as data.
 DATA_FOLDERS = {"accounts", "schemas"}
 # Expressions that name pull-request code.
@@ -313,6 +321,42 @@ def job_problems(
     return problems
 
 
+def only_actions(words: list[str]) -> set[str] | None:
+    """The actions an `apply` command line is limited to by `--only` (None: not limited)."""
+    found: set[str] | None = None
+    for index, word in enumerate(words):
+        if word == "--only" and index + 1 < len(words):
+            value = words[index + 1]
+        elif word.startswith("--only="):
+            value = word.partition("=")[2]
+        else:
+            continue
+        actions = {part.strip().lower() for part in value.split(",") if part.strip()}
+        found = actions if found is None else found & actions
+    return found
+
+
+def unattended_problems(job_name: str, job: dict[str, Any]) -> list[str]:
+    """A job holding secrets without required reviewers may apply creates only."""
+    if not sees_secrets(job) or environment_name(job) in REVIEWED_ENVIRONMENTS:
+        return []
+    problems = []
+    for number, step in enumerate(job.get("steps") or [], start=1):
+        script = step.get("run")
+        if not isinstance(script, str):
+            continue
+        for words in simple_commands(script):
+            if Path(words[0]).name != PROGRAM or "apply" not in words[1:]:
+                continue
+            if only_actions(words) != {"create"}:
+                problems.append(
+                    f"job {job_name} step {step.get('name') or number} applies more than creates"
+                    f" without required reviewers (environment `{environment_name(job)}`):"
+                    f" `{' '.join(words)}` needs `--only create`"
+                )
+    return problems
+
+
 def workflow_problems(workflow: dict[str, Any]) -> list[str]:
     on = triggers(workflow)
     privileged = bool(PRIVILEGED_TRIGGERS & set(on))
@@ -321,6 +365,7 @@ def workflow_problems(workflow: dict[str, Any]) -> list[str]:
         problems.append("secrets referenced at workflow level (every job sees them)")
     for job_name, job in (workflow.get("jobs") or {}).items():
         problems += job_problems(str(job_name), job, on, privileged)
+        problems += unattended_problems(str(job_name), job)
     return problems
 
 
@@ -339,7 +384,12 @@ def test_the_checker_sees_which_jobs_hold_secrets() -> None:
         for name, job in load(path.read_text("utf-8"))["jobs"].items()
         if sees_secrets(job)
     }
-    assert holding == {("plan.yml", "plan"), ("apply.yml", "apply"), ("drift.yml", "drift")}
+    assert holding == {
+        ("plan.yml", "plan"),
+        ("apply.yml", "apply"),
+        ("apply.yml", "connect"),
+        ("drift.yml", "drift"),
+    }
     environments = {
         (path.name, name): environment_name(job)
         for path in WORKFLOW_PATHS
@@ -349,8 +399,30 @@ def test_the_checker_sees_which_jobs_hold_secrets() -> None:
     assert environments == {
         ("plan.yml", "plan"): "plan",
         ("apply.yml", "apply"): "production",
+        ("apply.yml", "connect"): "connect",
         ("drift.yml", "drift"): "plan",
     }
+
+
+def test_the_unattended_connect_job_only_creates() -> None:
+    """apply.yml's `connect` job runs without a reviewer (dispatched after a late connect, and
+    hourly): each apply it runs is limited to creates, and it never applies a saved plan."""
+    apply = load((WORKFLOWS_DIR / "apply.yml").read_text("utf-8"))
+    connect = apply["jobs"]["connect"]
+    commands = [
+        words
+        for step in connect["steps"]
+        for words in simple_commands(step.get("run", ""))
+        if words[0] == PROGRAM and "apply" in words
+    ]
+    assert [" ".join(words) for words in commands] == [
+        f"{PROGRAM} apply --account $ACCOUNT --only create --yes --verify",
+        f"{PROGRAM} apply --only create --yes --verify",
+    ]
+    assert unattended_problems("connect", connect) == []
+    # the reviewed job applies the saved plan, in the one environment with reviewers
+    assert environment_name(apply["jobs"]["apply"]) in REVIEWED_ENVIRONMENTS
+    assert environment_name(connect) not in REVIEWED_ENVIRONMENTS
 
 
 def test_ci_tests_pull_request_code_without_any_secret() -> None:
@@ -674,6 +746,83 @@ def test_repository_secrets_and_unknown_environments_are_flagged() -> None:
     assert workflow_problems(top_level) == [
         "secrets referenced at workflow level (every job sees them)"
     ]
+
+
+def unattended_workflow(environment: str, script: str) -> dict[str, Any]:
+    return load(
+        "on:\n"
+        "  schedule: [{cron: '41 * * * *'}]\n"
+        "  workflow_dispatch: {inputs: {account: {type: string}}}\n"
+        "jobs:\n"
+        "  connect:\n"
+        "    runs-on: ubuntu-24.04\n"
+        f"    environment: {environment}\n"
+        "    env:\n"
+        "      K: ${{ secrets.TOGETHER_SECRET_KEYS }}\n"
+        "    steps:\n"
+        "      - name: Apply\n"
+        "        run: |\n" + "".join(f"          {line}\n" for line in script.splitlines())
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        'together-reconcile apply --account "$ACCOUNT" --yes --verify',  # the old dispatched run
+        "together-reconcile apply plan.json --yes",
+        "together-reconcile apply --only create,update --yes",
+        "together-reconcile apply --only=delete --yes",
+        "together-reconcile --accounts-dir accounts apply --yes",
+        '[ -n "$A" ] && together-reconcile apply --yes --only update',
+    ],
+)
+def test_an_unattended_job_that_could_update_or_delete_is_flagged(command: str) -> None:
+    for environment in ("connect", "plan"):
+        problems = workflow_problems(unattended_workflow(environment, command))
+        assert len(problems) == 1, problems
+        assert problems[0].startswith(
+            "job connect step Apply applies more than creates without required reviewers"
+            f" (environment `{environment}`): `together-reconcile "
+        )
+        assert problems[0].endswith("` needs `--only create`")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        'together-reconcile apply --account "$ACCOUNT" --only create --yes --verify',
+        "together-reconcile apply --only=create --yes",
+        "together-reconcile apply --only CREATE --yes",
+        "together-reconcile plan --format markdown --out plan.json",
+        'if [ -n "$A" ]; then\n  together-reconcile apply --only create --yes\nfi',
+    ],
+)
+def test_an_unattended_job_that_only_creates_passes(command: str) -> None:
+    assert workflow_problems(unattended_workflow("connect", command)) == []
+
+
+def test_the_real_connect_job_without_only_create_is_flagged() -> None:
+    """The attack on the split: the unattended job given back the old dispatched command."""
+    text = (WORKFLOWS_DIR / "apply.yml").read_text("utf-8")
+    bad = text.replace('--account "$ACCOUNT" --only create --yes', '--account "$ACCOUNT" --yes')
+    assert bad != text
+    assert workflow_problems(load(bad)) == [
+        "job connect step Apply applies more than creates without required reviewers"
+        " (environment `connect`): `together-reconcile apply --account $ACCOUNT --yes --verify`"
+        " needs `--only create`"
+    ]
+    # moving the reviewed job's saved-plan apply into `connect` is flagged too
+    moved = text.replace("environment: production", "environment: connect")
+    assert workflow_problems(load(moved)) == [
+        "job apply step Apply applies more than creates without required reviewers"
+        " (environment `connect`): `together-reconcile apply plan.json --yes --max-deletes"
+        " $MAX_DELETES` needs `--only create`"
+    ]
+
+
+def test_a_reviewed_job_may_apply_anything() -> None:
+    workflow = unattended_workflow("production", "together-reconcile apply plan.json --yes")
+    assert workflow_problems(workflow) == []
 
 
 def test_unhashed_installs_in_a_job_with_secrets_are_flagged() -> None:

@@ -1,9 +1,10 @@
 """apply.yml's support-loop steps, run as written against the sandbox, a real `serve` and the
 GitHub stand-in (sandbox/github.py) on loopback ports.
 
-The dispatched run (`apply --account "$ACCOUNT" --yes --verify`), the hourly run (`apply --only
-create --yes --verify`) and the push run (the saved plan, then `verify`) each end with the job
-`comment`'s script posting ONE comment, found by its hidden marker and edited in place, on the
+The dispatched run (`apply --account "$ACCOUNT" --only create --yes --verify`) and the hourly run
+(`apply --only create --yes --verify`), both from the unattended job `connect`, and the push run
+(the saved plan, then `verify`, from the reviewed job `apply`) each end with the job `comment`'s
+script posting ONE comment, found by its hidden marker and edited in place, on the
 pull request that brought the change: the merge's own for a push, the one that added the
 account file for the others (found in a real git history). Each step runs with `bash -eo
 pipefail` and the env the workflow gives it, with `github.*`, `inputs.*` and `needs.*` filled as
@@ -86,16 +87,23 @@ def job_step(job: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def resolve(value: Any, context: dict[str, str]) -> str:
     def one(match: re.Match[str]) -> str:
+        """`a || b || 'c'`: the first alternative that is set and not empty, as GitHub does
+        (an input left out, or the skipped job's output, is empty)."""
         expression = match.group(1)
-        source, _, default = expression.partition("||")
-        source = source.strip()
-        if source.startswith(("secrets.", "vars.")):
-            return context[source.split(".", 1)[1]]
-        if source in context:
-            return context[source]
-        if source.startswith("inputs."):
-            return default.strip()
-        raise AssertionError(f"unexpected expression: {expression}")
+        for alternative in (part.strip() for part in expression.split("||")):
+            if alternative.startswith(("secrets.", "vars.")):
+                value = context[alternative.split(".", 1)[1]]
+            elif alternative in context:
+                value = context[alternative]
+            elif alternative.startswith(("inputs.", "needs.")):
+                value = ""
+            elif re.fullmatch(r"\d+|'[^']*'", alternative):
+                value = alternative.strip("'")
+            else:
+                raise AssertionError(f"unexpected expression: {expression}")
+            if value:
+                return value
+        return ""
 
     return EXPRESSION.sub(one, str(value))
 
@@ -148,20 +156,28 @@ def context_for(event: str, **extra: str) -> dict[str, str]:
     }
 
 
+def job_for(context: dict[str, str]) -> str:
+    """The job apply.yml runs for this event (tests/test_workflows.py checks each `if:`)."""
+    if context["github.event_name"] == "schedule" or context.get("inputs.account"):
+        return "connect"
+    return "apply"
+
+
 def run_apply_job(repo: Repo, context: dict[str, str], steps: tuple[str, ...]) -> dict[str, str]:
     repo.output.write_text("", "utf-8")
     for name in steps:
-        done = run(repo, "apply", name, context)
+        done = run(repo, job_for(context), name, context)
         assert done.returncode == 0, f"{name}: {done.stdout}{done.stderr}"
     return outputs(repo)
 
 
 def run_comment_job(repo: Repo, context: dict[str, str], outcome: str) -> str:
+    """The job `comment` after whichever job ran; the other's outcome is empty (skipped)."""
     done = run(
         repo,
         "comment",
         "Comment on the pull request",
-        {**context, "needs.apply.outputs.outcome": outcome},
+        {**context, f"needs.{job_for(context)}.outputs.outcome": outcome},
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
@@ -287,11 +303,61 @@ def test_a_failed_verification_fails_the_dispatched_run_and_says_what_to_do(
         store.delete_credential("shopify", "broken.myshopify.com")
     context = context_for("workflow_dispatch", **{"inputs.account": "broken.gorgias.com"})
     repo.output.write_text("", "utf-8")
-    assert run(repo, "apply", "Plan", context).returncode == 0
-    applied = run(repo, "apply", "Apply", context)
+    assert run(repo, "connect", "Plan", context).returncode == 0
+    applied = run(repo, "connect", "Apply", context)
     assert applied.returncode == 1
     assert "broken.gorgias.com: FAILED shopify_not_connected" in applied.stdout
-    assert run(repo, "apply", "Outcome", context).returncode == 0
+    assert run(repo, "connect", "Outcome", context).returncode == 0
     run_comment_job(repo, context, outputs(repo)["outcome"])
     body = the_comment(repo, 12)
     assert "❌ **broken.gorgias.com**: store_shopify_token" in body
+
+
+def test_the_unattended_runs_never_update_or_delete(repo: Repo) -> None:
+    """A merged change not yet approved for `production` (one account's widget changed, another
+    disabled) stays untouched by the hourly run and by a dispatched run of the job `connect`
+    (no reviewer): each is shown as skipped, and waits for the reviewed job `apply`."""
+    repo.add_account("changes", pull=14)
+    repo.add_account("leaves", pull=15)
+    push = context_for("push", **{"github.sha": repo.git("rev-parse", "HEAD")})
+    run_apply_job(repo, push, ("Plan", "Apply"))
+    (repo.path / "accounts" / "changes.yaml").write_text(
+        "shopify_store: changes.myshopify.com\ngorgias_account: changes.gorgias.com\n"
+        "widget:\n  title: Final sale orders\n"
+    )
+    (repo.path / "accounts" / "leaves.yaml").write_text(
+        "shopify_store: leaves.myshopify.com\ngorgias_account: leaves.gorgias.com\nenabled: false\n"
+    )
+    repo.git("add", "accounts")
+    repo.git("commit", "-q", "-m", "change both (#16)")
+    control = repo.sandbox.control
+    before = {
+        sub: (control.integrations(sub), control.widgets(sub)) for sub in ("changes", "leaves")
+    }
+    assert all(integrations and widgets for integrations, widgets in before.values())
+
+    hourly = context_for("schedule")
+    repo.output.write_text("", "utf-8")
+    assert run(repo, "connect", "Plan", hourly).returncode == 0
+    applied = run(repo, "connect", "Apply", hourly)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "changes.gorgias.com: update skipped" in applied.stdout
+    assert "leaves.gorgias.com: delete skipped" in applied.stdout
+    assert run(repo, "connect", "Outcome", hourly).returncode == 0
+    assert outputs(repo)["outcome"] == "[]"  # nothing created: no comment
+
+    dispatched = context_for("workflow_dispatch", **{"inputs.account": "changes.gorgias.com"})
+    repo.output.write_text("", "utf-8")
+    assert run(repo, "connect", "Plan", dispatched).returncode == 0
+    applied = run(repo, "connect", "Apply", dispatched)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "changes.gorgias.com: update skipped" in applied.stdout
+    after = {
+        sub: (control.integrations(sub), control.widgets(sub)) for sub in ("changes", "leaves")
+    }
+    assert after == before
+
+    # the reviewed path then applies both
+    run_apply_job(repo, context_for("push"), ("Plan", "Apply"))
+    assert control.integrations("leaves") == [] and control.widgets("leaves") == []
+    assert control.widgets("changes") != before["changes"][1]

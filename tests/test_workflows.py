@@ -4,7 +4,8 @@ Three kinds of checks, none of which runs GitHub itself:
 (a) actionlint (with ShellCheck on every `run:` script) finds nothing;
 (b) the security and safety invariants hold: least-privilege permissions (none at workflow
     level, each job its own), actions pinned to a full version, apply serialised in the
-    `reconcile` group inside an environment, plan's fork guard, no `${{ }}` expression inside a
+    `reconcile` group inside an environment (the reviewed `apply` and the create-only `connect`,
+    each on its own triggers), plan's fork guard, no `${{ }}` expression inside a
     `run:` script, secrets only in `env:` (what may run next to a secret:
     tests/test_workflow_security.py);
 (c) every `together-reconcile ...` command line the workflows and the hook run names a command,
@@ -336,19 +337,136 @@ def test_plan_runs_on_account_changes_and_keeps_secrets_from_forks() -> None:
     assert "--method PATCH" in comment and "--method POST" in comment
 
 
-def test_apply_is_serialised_in_an_environment() -> None:
+def evaluate_if(expression: str, context: dict[str, str]) -> bool:
+    """A job's `if:` made of `==`, `!=`, `&&`, `||`, parentheses, quoted strings and context
+    names (what apply.yml's jobs use), evaluated as GitHub would for `context`."""
+    inner = expression.strip()
+    if inner.startswith("${{"):
+        assert inner.endswith("}}"), expression
+        inner = inner[3:-2]
+    tokens = re.findall(r"'[^']*'|==|!=|&&|\|\||[()]|[A-Za-z_][A-Za-z0-9_.-]*|\S", inner)
+    python = []
+    for token in tokens:
+        if token in {"==", "!=", "(", ")"} or token.startswith("'"):
+            python.append(token)
+        elif token in {"&&", "||"}:
+            python.append({"&&": "and", "||": "or"}[token])
+        elif re.fullmatch(r"[a-z_]+(\.[A-Za-z0-9_-]+)+", token):
+            python.append(repr(context.get(token, "")))
+        else:
+            raise AssertionError(f"unexpected token {token!r} in {expression}")
+    return bool(eval(" ".join(python), {"__builtins__": {}}, {}))  # noqa: S307 (our own text)
+
+
+APPLY_EVENTS = {
+    "push": {"github.event_name": "push"},
+    "manual run": {"github.event_name": "workflow_dispatch", "inputs.account": ""},
+    "dispatched": {"github.event_name": "workflow_dispatch", "inputs.account": "acme.gorgias.com"},
+    "hourly": {"github.event_name": "schedule"},
+}
+
+
+def test_apply_runs_the_reviewed_job_or_the_create_only_job_by_trigger() -> None:
     workflow = workflow_named("apply.yml")
     assert workflow["on"]["push"] == {"branches": ["main"], "paths": ["accounts/**"]}
-    assert "workflow_dispatch" in workflow["on"]
-    job = jobs(workflow)["apply"]  # (job `comment` holds no secret: the support loop)
-    concurrency = job.get("concurrency", workflow.get("concurrency"))
-    assert concurrency == {"group": "reconcile", "cancel-in-progress": False}
-    assert job["environment"] == "production"
-    runs = [s["run"] for s in job["steps"] if "run" in s]
+    assert set(workflow["on"]) == {"push", "workflow_dispatch", "schedule"}
+    assert set(workflow["on"]["workflow_dispatch"]["inputs"]) == {
+        "max_deletes",
+        "max_updates",
+        "account",
+    }
+    assert workflow["on"]["schedule"] == [{"cron": "41 * * * *"}]
+    assert set(jobs(workflow)) == {"apply", "connect", "comment"}
+    runs = {
+        event: {name for name in ("apply", "connect") if evaluate_if(jobs(workflow)[name]["if"], c)}
+        for event, c in APPLY_EVENTS.items()
+    }
+    assert runs == {
+        "push": {"apply"},
+        "manual run": {"apply"},
+        "dispatched": {"connect"},
+        "hourly": {"connect"},
+    }
+
+
+def test_the_if_evaluator_reads_what_it_is_given() -> None:
+    context = {"github.event_name": "push"}
+    assert evaluate_if("${{ github.event_name == 'push' }}", context)
+    assert not evaluate_if("${{ github.event_name != 'push' }}", context)
+    assert evaluate_if("${{ inputs.account == '' && (github.event_name == 'push') }}", context)
+    with pytest.raises(AssertionError, match="unexpected token"):
+        evaluate_if("${{ !cancelled() }}", context)
+
+
+def test_apply_is_serialised_in_an_environment() -> None:
+    workflow = workflow_named("apply.yml")
+    for name, environment in (("apply", "production"), ("connect", "connect")):
+        job = jobs(workflow)[name]
+        concurrency = job.get("concurrency", workflow.get("concurrency"))
+        assert concurrency == {"group": "reconcile", "cancel-in-progress": False}
+        assert job["environment"] == environment
+        assert job["permissions"] == {"contents": "read"}
+    runs = [s["run"] for s in jobs(workflow)["apply"]["steps"] if "run" in s]
     plan_at = next(i for i, run in enumerate(runs) if "together-reconcile plan" in run)
     apply_at = next(i for i, run in enumerate(runs) if "together-reconcile apply" in run)
     assert plan_at < apply_at
-    assert "--out plan.json" in runs[plan_at] and "apply plan.json --yes" in runs[apply_at]
+    assert runs[plan_at] == "together-reconcile plan --format markdown --out plan.json"
+    assert runs[apply_at] == (
+        'together-reconcile apply plan.json --yes --max-deletes "$MAX_DELETES"'
+    )
+
+
+def test_the_connect_job_only_creates() -> None:
+    """Unattended (no reviewers): the dispatched run and the hourly run create, nothing else."""
+    job = jobs(workflow_named("apply.yml"))["connect"]
+    commands = [
+        args
+        for step in job["steps"]
+        for args in invocations_in_script(step.get("run", ""))
+        if args and args[0] == "apply"
+    ]
+    assert commands == [
+        ("apply", "--account", "$ACCOUNT", "--only", "create", "--yes", "--verify"),
+        ("apply", "--only", "create", "--yes", "--verify"),
+    ]
+    assert set(job["env"]) >= {"ACCOUNT", "EVENT"}
+    assert "MAX_DELETES" not in job["env"] and "TOGETHER_MAX_UPDATES" not in job["env"]
+
+
+def test_both_apply_jobs_hold_the_same_settings_and_outcome_step() -> None:
+    apply, connect = (jobs(workflow_named("apply.yml"))[name] for name in ("apply", "connect"))
+    secrets_and_vars = {
+        key: value
+        for key, value in apply["env"].items()
+        if "secrets." in str(value) or "vars." in str(value)
+    }
+    assert len(secrets_and_vars) == 6
+    assert {key: connect["env"][key] for key in secrets_and_vars} == secrets_and_vars
+    outcome = [
+        next(s for s in job["steps"] if s.get("name") == "Outcome") for job in (apply, connect)
+    ]
+    assert outcome[0]["run"] == outcome[1]["run"]
+    assert outcome[0]["env"]["RENDER"] == outcome[1]["env"]["RENDER"]
+    assert outcome[0]["if"] == outcome[1]["if"]
+    assert (
+        apply["outputs"]
+        == connect["outputs"]
+        == {"outcome": "${{ steps.outcome.outputs.outcome }}"}
+    )
+
+
+def test_the_comment_follows_whichever_job_ran() -> None:
+    comment = jobs(workflow_named("apply.yml"))["comment"]
+    assert comment["needs"] == ["apply", "connect"]
+    condition = " ".join(comment["if"].split())
+    assert condition.startswith("${{ !cancelled() ")  # not skipped with the skipped job
+    either = "(needs.apply.outputs.outcome || needs.connect.outputs.outcome)"
+    assert f"{either} != ''" in condition and f"{either} != '[]'" in condition
+    (step,) = [s for s in comment["steps"] if "run" in s]
+    assert step["env"]["OUTCOME"] == (
+        "${{ needs.apply.outputs.outcome || needs.connect.outputs.outcome }}"
+    )
+    assert "environment" not in comment and "secrets." not in yaml.safe_dump(comment)
 
 
 def test_drift_reports_into_one_issue() -> None:
