@@ -809,7 +809,8 @@ def test_apply_workflow_takes_an_account_input_for_dispatched_runs() -> None:
     triggers = document.get("on") or document.get(True)
     assert "account" in triggers["workflow_dispatch"]["inputs"]
     scripts = "\n".join(s.get("run", "") for job in document["jobs"].values() for s in job["steps"])
-    assert 'apply --account "$ACCOUNT" --yes --verify' in scripts
+    # the unattended job `connect` (no reviewer) may only create
+    assert 'apply --account "$ACCOUNT" --only create --yes --verify' in scripts
 
 
 def test_apply_workflow_comments_on_the_pull_request() -> None:
