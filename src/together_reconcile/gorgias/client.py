@@ -274,6 +274,21 @@ def parse_retry_after(value: str | None) -> float:
 
 # --------------------------------------------------------------------------- client
 
+
+def new_http_client(
+    transport: httpx.BaseTransport | None = None, timeout: httpx.Timeout = DEFAULT_TIMEOUT
+) -> httpx.Client:
+    """The httpx client account clients send through: no auth of its own (each
+    `GorgiasClient` sends its account's auth with each request), so one can serve many
+    accounts (`GorgiasClient(http=...)`)."""
+    return CookielessClient(
+        transport=transport,
+        timeout=timeout,
+        headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+        follow_redirects=False,
+    )
+
+
 # Nothing reached the server: retrying is safe even for a POST.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # The request cannot be sent at all (a bad base URL): retrying cannot help.
@@ -290,7 +305,11 @@ class _Failure:
 
 
 class GorgiasClient:
-    """Client for one Gorgias account (``acme.gorgias.com``). Use as a context manager."""
+    """Client for one Gorgias account (``acme.gorgias.com``). Use as a context manager.
+
+    ``http``: an httpx client from `new_http_client` to send through, shared with other
+    account clients (closing this one leaves it open); by default the client makes its own.
+    """
 
     def __init__(
         self,
@@ -306,7 +325,10 @@ class GorgiasClient:
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
         rate_limiter: AccountRateLimiter | None = None,
+        http: httpx.Client | None = None,
     ) -> None:
+        if http is not None and transport is not None:
+            raise ValueError("pass either an http client or a transport, not both")
         self.account = account_domain.strip().lower()
         subdomain = self.account.split(".", 1)[0]
         if not subdomain or not subdomain.replace("-", "").isalnum():
@@ -326,6 +348,7 @@ class GorgiasClient:
                 f"{DEFAULT_BASE_URL_TEMPLATE}"
             )
         self.base_url = template.replace("{account}", subdomain).rstrip("/")
+        self._auth = auth
         self._secrets = tuple(s for s in auth.secrets if s)
         self._max_retries = max_retries
         self._max_retry_time = max_retry_time
@@ -334,13 +357,8 @@ class GorgiasClient:
         self._rng = rng
         self._limiter = rate_limiter or rate_limiter_for(self.account)
         self.request_count = 0
-        self._http = CookielessClient(
-            auth=auth,
-            transport=transport,
-            timeout=timeout,
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-            follow_redirects=False,
-        )
+        self._owns_http = http is None
+        self._http = new_http_client(transport, timeout) if http is None else http
 
     def __repr__(self) -> str:
         return f"GorgiasClient({self.account!r}, base_url={self.base_url!r})"
@@ -352,7 +370,8 @@ class GorgiasClient:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        if self._owns_http:
+            self._http.close()
 
     # ---------------------------------------------------------------- integrations
 
@@ -483,7 +502,9 @@ class GorgiasClient:
             attempt += 1
             self.request_count += 1
             try:
-                response = self._http.request(method, url, params=params, json=body)
+                response = self._http.request(
+                    method, url, params=params, json=body, auth=self._auth
+                )
             except httpx.RequestError as exc:
                 log.debug("%s %s attempt %d: %s", method, path, attempt, type(exc).__name__)
                 failure = self._transport_failure(exc, method, path)

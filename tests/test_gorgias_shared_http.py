@@ -1,0 +1,86 @@
+"""Account clients sharing one httpx client: each request carries its own account's auth."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import pytest
+
+from together_reconcile import __version__
+from together_reconcile.gorgias.client import (
+    BasicAuth,
+    BearerAuth,
+    GorgiasClient,
+    new_http_client,
+)
+from together_reconcile.reconcile.observe import SharedTransportClientFactory
+
+BASE = "https://{account}.gorgias.test"
+BASIC = "Basic bWVAZXhhbXBsZS5jb206a2V5LWI="  # me@example.com:key-b
+
+
+def test_each_account_sends_its_own_auth_through_a_shared_client() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"data": [], "meta": {"next_cursor": None}})
+
+    http = new_http_client(httpx.MockTransport(handler))
+    acme = GorgiasClient("acme.gorgias.com", BearerAuth("tok-a"), base_url_template=BASE, http=http)
+    other = GorgiasClient(
+        "other.gorgias.com", BasicAuth("me@example.com", "key-b"), base_url_template=BASE, http=http
+    )
+    with acme, other:
+        acme.list_integrations()
+        other.list_widgets(7)
+        acme.list_widgets()
+    assert [(str(r.url), r.headers["Authorization"]) for r in seen] == [
+        ("https://acme.gorgias.test/api/integrations?limit=100", "Bearer tok-a"),
+        ("https://other.gorgias.test/api/widgets?integration_id=7&limit=100", BASIC),
+        ("https://acme.gorgias.test/api/widgets?limit=100", "Bearer tok-a"),
+    ]
+    assert {r.headers["User-Agent"] for r in seen} == {f"together-reconcile/{__version__}"}
+    assert {r.headers["Accept"] for r in seen} == {"application/json"}
+    assert not http.is_closed  # closing an account client leaves the shared one open
+    http.close()
+
+
+def test_an_account_client_closes_the_http_client_it_made() -> None:
+    client = GorgiasClient(
+        "acme.gorgias.com",
+        BearerAuth("tok-a"),
+        base_url_template=BASE,
+        transport=httpx.MockTransport(lambda request: httpx.Response(200, json={})),
+    )
+    client.close()
+    assert client._http.is_closed
+
+
+def test_an_http_client_and_a_transport_are_not_both_taken() -> None:
+    http = new_http_client()
+    with pytest.raises(ValueError, match="either an http client or a transport"):
+        GorgiasClient(
+            "acme.gorgias.com",
+            BearerAuth("tok-a"),
+            base_url_template=BASE,
+            http=http,
+            transport=httpx.MockTransport(lambda request: httpx.Response(200)),
+        )
+    http.close()
+
+
+def test_the_factory_shares_one_http_client_per_thread() -> None:
+    factory = SharedTransportClientFactory()
+    first = factory("acme.gorgias.com", BearerAuth("tok-a"))
+    second = factory("other.gorgias.com", BearerAuth("tok-b"))
+    elsewhere: list[GorgiasClient] = []
+    thread = threading.Thread(
+        target=lambda: elsewhere.append(factory("acme.gorgias.com", BearerAuth("tok-a")))
+    )
+    thread.start()
+    thread.join()
+    assert first._http is second._http
+    assert elsewhere[0]._http is not first._http
+    assert elsewhere[0]._http._transport is first._http._transport  # one PerThreadTransport
