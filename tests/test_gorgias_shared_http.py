@@ -84,3 +84,30 @@ def test_the_factory_shares_one_http_client_per_thread() -> None:
     assert first._http is second._http
     assert elsewhere[0]._http is not first._http
     assert elsewhere[0]._http._transport is first._http._transport  # one PerThreadTransport
+
+
+@pytest.mark.parametrize("cursor", ["abc", "a+b/c==", "a b&c=d", "é☃%41", "[]@:?#~!*'();"])
+def test_list_queries_are_encoded_as_httpx_params_would_be(cursor: str) -> None:
+    pages = iter(
+        [
+            {"data": [{"id": 1}], "meta": {"next_cursor": cursor}},
+            {"data": [{"id": 2}], "meta": {"next_cursor": None}},
+        ]
+    )
+    seen: list[httpx.URL] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        return httpx.Response(200, json=next(pages))
+
+    with GorgiasClient(
+        "acme.gorgias.com",
+        BearerAuth("tok-a"),
+        base_url_template=BASE,
+        transport=httpx.MockTransport(handler),
+    ) as client:
+        assert client.list_widgets(5) == [{"id": 1}, {"id": 2}]
+    query = {"integration_id": "5", "limit": "100", "cursor": cursor}
+    url = "https://acme.gorgias.test/api/widgets"
+    assert seen[1] == httpx.Client().build_request("GET", url, params=query).url
+    assert seen[1].params["cursor"] == cursor

@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlencode
 
 import httpx
 
@@ -493,7 +494,9 @@ class GorgiasClient:
         body: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
         """One logical request, with pacing, 429 handling and retries. Returns a 2xx answer."""
-        url = f"{self.base_url}{path}"
+        # The query in the URL string: httpx encodes `params=` the same way (urlencode) but
+        # parses the URL a second time to merge them.
+        url = f"{self.base_url}{path}?{urlencode(params)}" if params else f"{self.base_url}{path}"
         started = self._clock()
         attempt = retries = rate_limited = 0
         maybe_applied = False  # an earlier attempt may have reached the server
@@ -502,9 +505,7 @@ class GorgiasClient:
             attempt += 1
             self.request_count += 1
             try:
-                response = self._http.request(
-                    method, url, params=params, json=body, auth=self._auth
-                )
+                response = self._http.request(method, url, json=body, auth=self._auth)
             except httpx.RequestError as exc:
                 log.debug("%s %s attempt %d: %s", method, path, attempt, type(exc).__name__)
                 failure = self._transport_failure(exc, method, path)
