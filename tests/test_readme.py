@@ -224,7 +224,8 @@ def test_the_github_settings_match_the_workflows() -> None:
         assert f"{name}: ${{{{ {workflow_kind}.{name} }}}}" in apply_yml
     prose = " ".join(text.split())
     assert "**`production`**" in prose and "environment: production" in apply_yml
-    assert "concurrency group `reconcile`" in prose and "group: reconcile" in apply_yml
+    assert "own concurrency group (`reconcile`, `connect`)" in prose
+    assert "group: reconcile" in apply_yml and "group: connect" in apply_yml
 
 
 # ------------------------------------------------------------------------------ messages

@@ -56,6 +56,7 @@ KNOWN_TOGETHER_ENV = {
     "TOGETHER_GORGIAS_CLIENT_SECRET",
     "TOGETHER_ACCOUNTS_DIR",
     "TOGETHER_MAX_UPDATES",
+    "TOGETHER_CREDENTIAL_TTL",  # the handler: how long a read Shopify token is reused
     "TOGETHER_GITHUB_REPOSITORY",  # the handler's dispatch after a late connect
     "TOGETHER_GITHUB_TOKEN",
     "TOGETHER_GITHUB_API_URL",
@@ -400,10 +401,14 @@ def test_the_if_evaluator_reads_what_it_is_given() -> None:
 
 def test_apply_is_serialised_in_an_environment() -> None:
     workflow = workflow_named("apply.yml")
-    for name, environment in (("apply", "production"), ("connect", "connect")):
+    # One group per job: a pending hourly run must never replace a merge's pending apply.
+    assert "concurrency" not in workflow
+    for name, environment, group in (
+        ("apply", "production", "reconcile"),
+        ("connect", "connect", "connect"),
+    ):
         job = jobs(workflow)[name]
-        concurrency = job.get("concurrency", workflow.get("concurrency"))
-        assert concurrency == {"group": "reconcile", "cancel-in-progress": False}
+        assert job["concurrency"] == {"group": group, "cancel-in-progress": False}
         assert job["environment"] == environment
         assert job["permissions"] == {"contents": "read"}
     runs = [s["run"] for s in jobs(workflow)["apply"]["steps"] if "run" in s]
