@@ -13,7 +13,10 @@ applies once so every account is in sync, then sets the sandbox latency and time
   for more: all 1,000 take about 100 s), extrapolated per account.
 
 Run: .venv/bin/python benchmarks/plan_scale.py [--accounts 1000] [--latency-ms 50]
-     [--profile FILE]   (also writes a py-spy profile of the CLI run, every thread, to FILE)
+     [--profile FILE]   (also writes a py-spy profile of the CLI run to FILE: speedscope, every
+                         thread, samples of the thread holding the GIL only, i.e. where the CPU
+                         goes; py-spy samples without pausing the process; that run's wall time
+                         includes py-spy's overhead and its CPU figure is not printed)
 """
 
 from __future__ import annotations
@@ -150,7 +153,10 @@ def main() -> int:
 
         sandbox.control.clear_requests()
         command = [sys.executable, "-m", "together_reconcile", "plan", "--json"]
-        if args.profile:  # a sampling profile of every thread (py-spy, from PyPI)
+        if args.profile:  # a sampling profile of every thread (py-spy, from PyPI, dev extra)
+            # --gil: only the thread holding the GIL (the process is GIL-bound: its CPU);
+            # --nonblocking: never pause the process to sample it (pausing 129 threads
+            # 250 times a second multiplied the run's time several times over).
             spy = Path(sys.executable).with_name("py-spy")
             command = [
                 str(spy),
@@ -161,6 +167,8 @@ def main() -> int:
                 str(args.profile),
                 "--rate",
                 "250",
+                "--gil",
+                "--nonblocking",
                 "--",
                 *command,
             ]
@@ -199,10 +207,15 @@ def main() -> int:
     )
     for level, seconds in others.items():
         print(f"  library, concurrency {level}: {seconds:6.2f} s")
+    cpu_text = (
+        f"CPU {cli_cpu_s:.2f} s = {cli_cpu_s / max(cli_requests, 1) * 1000:.2f} ms per Gorgias "
+        "request"
+        if args.profile is None  # py-spy does not hand its child's CPU time on to us
+        else f"CPU not measured under py-spy (run without --profile); profile: {args.profile}"
+    )
     print(
         f"  CLI `plan --json` (subprocess, all included): {cli_s:6.2f} s, "
-        f"{cli_rpa:.2f} requests/account, CPU {cli_cpu_s:.2f} s = "
-        f"{cli_cpu_s / max(cli_requests, 1) * 1000:.2f} ms per Gorgias request"
+        f"{cli_rpa:.2f} requests/account, {cpu_text}"
     )
     print(
         f"  baseline, concurrency 1, on {len(subset)} accounts: {slow_s:6.2f} s, "
