@@ -414,7 +414,7 @@ def test_gunicorn_settings_come_from_file_env_and_options_in_that_order(
     config.write_text("workers = 4\nkeepalive = 7\nmax_requests = 1000\n")
     env = {"GUNICORN_CMD_ARGS": "--workers 3 --max-requests 500"}
     with sqlite_world.serve(
-        "--config", str(config), "--max-requests", "900", "--store-pool-size", "2", env=env
+        "--gunicorn-config", str(config), "--max-requests", "900", "--store-pool-size", "2", env=env
     ) as served:  # type: ignore[attr-defined]
         wait_until(lambda: len(served.workers()) == 3, 10)
         start = next(line for line in served.log_lines() if line.get("event") == "serve_starting")

@@ -511,7 +511,7 @@ def test_verify_timeout_is_bounded(live: Live, tmp_path: Path) -> None:
         silent.listen(8)  # the kernel accepts; nobody answers
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         started = time.monotonic()
-        done = world.cli("verify", "--json", "--timeout", "1", TOGETHER_PUBLIC_URL=url)
+        done = world.cli("verify", "--json", "--verify-timeout", "1", TOGETHER_PUBLIC_URL=url)
         took = time.monotonic() - started
     assert done.code == 1
     assert done.json()["accounts"][0]["code"] == "timeout"

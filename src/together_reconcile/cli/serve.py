@@ -100,7 +100,7 @@ from together_reconcile.cli import Options
     help="Address of the metrics listener [default: 127.0.0.1].",
 )
 @click.option(
-    "--config",
+    "--gunicorn-config",
     "config_file",
     envvar="TOGETHER_GUNICORN_CONFIG",
     help="A gunicorn config file (Python) or python:module; GUNICORN_CMD_ARGS is read too. "

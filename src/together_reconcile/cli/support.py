@@ -78,7 +78,8 @@ def status_command(options: Options, as_json: bool, accounts: tuple[str, ...]) -
 @_JSON
 @_ACCOUNT
 @click.option(
-    "--timeout",
+    "--verify-timeout",
+    "timeout",
     type=click.FloatRange(0.1, 60),
     default=verify_module.DEFAULT_TIMEOUT_S,
     show_default=True,
@@ -86,7 +87,7 @@ def status_command(options: Options, as_json: bool, accounts: tuple[str, ...]) -
     help="Seconds one verification may take.",
 )
 @click.option(
-    "--wait",
+    "--verify-wait",
     "wait_s",
     type=click.FloatRange(0, 3600),
     default=0,

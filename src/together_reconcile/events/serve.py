@@ -12,7 +12,7 @@ load balancer to notice) the listening socket closes, and each worker answers wh
 its open connections — the last answer on each carries `Connection: close` — and exits within
 `--graceful-timeout`. See `events.worker` for the worker side.
 
-Settings, lowest first: serve's defaults, a gunicorn config file (`--config`),
+Settings, lowest first: serve's defaults, a gunicorn config file (`--gunicorn-config`),
 `GUNICORN_CMD_ARGS`, then serve's own options and `TOGETHER_*` variables.
 """
 
