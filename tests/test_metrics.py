@@ -148,3 +148,13 @@ def test_streak_is_shared_by_processes(tmp_path: Path) -> None:
     assert FailureStreaks(directory).read() == {"acme.gorgias.com": 2000}
     FailureStreaks(directory).record("acme.gorgias.com", ok=True)
     assert FailureStreaks(directory).read() == {"acme.gorgias.com": 0}
+
+
+def test_configured_accounts_start_at_zero_for_the_alerted_outcomes(tmp_path: Path) -> None:
+    """`increase()` sees a new account's first unauthorized answers only if its series existed
+    at 0 before them (the alert TogetherShopifyUnauthorized)."""
+    _metrics, registry = make(tmp_path)
+    for account in ("acme.gorgias.com", "beta.gorgias.com"):
+        for outcome in ("ok", "shopify_unauthorized"):
+            assert value(registry, "together_events_total", account=account, outcome=outcome) == 0
+    assert value(registry, "together_events_total", account="acme.gorgias.com", outcome="x") is None

@@ -108,6 +108,13 @@ def test_prometheus_scrapes_serve_and_reads_back_the_sent_events(
         workers=2,
         extra_args=("--metrics-port", str(metrics_port)),
     ) as served:
+        # As in production, Prometheus has scraped the running handler before the failures:
+        # the configured accounts' series are there at 0, so increase() sees the 21.
+        wait_for_value(
+            url,
+            'sum(together_events_total{account="beta.gorgias.com",outcome="shopify_unauthorized"})',
+            0,
+        )
         statuses = [post(served, "acme.gorgias.com") for _ in range(12)]
         statuses += [post(served, "beta.gorgias.com") for _ in range(21)]
         assert statuses == [200] * 12 + [502] * 21

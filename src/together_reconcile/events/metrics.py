@@ -55,6 +55,8 @@ METRICS_PATH = "/metrics"
 DEFAULT_METRICS_HOST = "127.0.0.1"
 NO_ACCOUNT = "none"
 EVENTS_ROUTE = "/gorgias/events"
+# Outcomes the alert rules watch with increase()/rate(): their series start at 0.
+INITIALISED_OUTCOMES = ("ok", "shopify_unauthorized")
 STREAKS = "streaks"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 6.0, 10.0)
 _ZERO = (0).to_bytes(8, "little")
@@ -239,6 +241,12 @@ class Metrics:
         self.config_accounts.set(len(snapshot.accounts))
         self.config_mtime.set(newest_mtime(accounts_dir))
         self.streaks.forget_except(snapshot.accounts)
+        # Each configured account's series exist from the start at 0: `increase()` in the
+        # alert rules counts nothing for a series whose first sample already holds the
+        # failures (a new account's first unauthorized answers would never alert).
+        for account in snapshot.accounts:
+            for outcome in INITIALISED_OUTCOMES:
+                self.events.labels(account, outcome)
 
     def config_reloaded(self, ok: bool) -> None:
         self.config_reloads.labels("ok" if ok else "failed").inc()
