@@ -33,6 +33,9 @@ from together_reconcile.sandbox.github import GitHubStandIn
 from together_reconcile.secrets import Keyring, generate_key
 from together_reconcile.store import Credential, Store
 
+# Slow proofs (real workflow scripts against the sandbox): `make test-slow`.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / ".github" / "workflows" / "apply.yml"
 BIN = Path(sys.executable).parent
