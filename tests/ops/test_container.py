@@ -15,12 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 
 from tests.handler_helpers import SHOPIFY_TOKEN
-from tests.ops.helpers import DEPLOY, ROOT, need
-from tests.plugins.store_fixtures import _with_search_path
+from tests.ops.helpers import DEPLOY, ROOT, need, postgres_schema
 from tests.serve_helpers import free_port
 from together_reconcile.sandbox import RunningSandbox
 from together_reconcile.secrets import Keyring, generate_key
@@ -125,19 +123,8 @@ def build_context(tmp: Path) -> tuple[Path, Path]:
 
 @pytest.fixture
 def schema_url(postgres_url_or_skip_reason: tuple[str | None, str | None]) -> Iterator[str]:
-    base, reason = postgres_url_or_skip_reason
-    if base is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(str(reason))
-        pytest.skip(str(reason))
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield _with_search_path(base, schema)
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with postgres_schema(postgres_url_or_skip_reason) as url:
+        yield url
 
 
 def test_image_builds_runs_as_non_root_and_answers_an_event(

@@ -19,18 +19,15 @@ import ssl
 import statistics
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
-import psycopg
 import pytest
 
 from tests.handler_helpers import SHOPIFY_TOKEN
-from tests.ops.helpers import Nginx, Replica, replicas, run_nginx
-from tests.plugins.store_fixtures import _with_search_path
+from tests.ops.helpers import Nginx, Replica, postgres_schema, replicas, run_nginx
 from tests.serve_helpers import free_port
 from together_reconcile.sandbox import RunningSandbox
 from together_reconcile.secrets import Keyring, generate_key
@@ -78,20 +75,8 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def schema_url(postgres_url_or_skip_reason: tuple[str | None, str | None]) -> Iterator[str]:
-    base, reason = postgres_url_or_skip_reason
-    if base is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(str(reason))
-        pytest.skip(str(reason))
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield _with_search_path(base, schema)
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute("SET lock_timeout = '10s'")
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with postgres_schema(postgres_url_or_skip_reason) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
