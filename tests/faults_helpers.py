@@ -31,6 +31,8 @@ from typing import Any
 
 import httpx
 
+from tests.serve_helpers import ServedHandler
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -120,14 +122,8 @@ class OwnPostgres:
 
 
 @dataclass
-class Served:
-    url: str
-    port: int
-    process: subprocess.Popen[bytes]
-    stderr_path: Path
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
+class Served(ServedHandler):
+    """A `serve` started by these helpers: its log lines and its workers too."""
 
     def log_lines(self) -> list[dict[str, Any]]:
         lines = []
