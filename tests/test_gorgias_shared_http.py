@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import httpx
 import pytest
 
@@ -14,7 +12,6 @@ from together_reconcile.gorgias.client import (
     GorgiasClient,
     new_http_client,
 )
-from together_reconcile.reconcile.observe import SharedTransportClientFactory
 
 BASE = "https://{account}.gorgias.test"
 BASIC = "Basic bWVAZXhhbXBsZS5jb206a2V5LWI="  # me@example.com:key-b
@@ -69,21 +66,6 @@ def test_an_http_client_and_a_transport_are_not_both_taken() -> None:
             transport=httpx.MockTransport(lambda request: httpx.Response(200)),
         )
     http.close()
-
-
-def test_the_factory_shares_one_http_client_per_thread() -> None:
-    factory = SharedTransportClientFactory()
-    first = factory("acme.gorgias.com", BearerAuth("tok-a"))
-    second = factory("other.gorgias.com", BearerAuth("tok-b"))
-    elsewhere: list[GorgiasClient] = []
-    thread = threading.Thread(
-        target=lambda: elsewhere.append(factory("acme.gorgias.com", BearerAuth("tok-a")))
-    )
-    thread.start()
-    thread.join()
-    assert first._http is second._http
-    assert elsewhere[0]._http is not first._http
-    assert elsewhere[0]._http._transport is first._http._transport  # one PerThreadTransport
 
 
 @pytest.mark.parametrize("cursor", ["abc", "a+b/c==", "a b&c=d", "é☃%41", "[]@:?#~!*'();"])

@@ -53,6 +53,7 @@ from together_reconcile.gorgias.client import (
     GorgiasClient,
     GorgiasError,
     NotFound,
+    new_http_client,
 )
 
 CASSETTES = Path(__file__).parent / "cassettes"
@@ -107,6 +108,7 @@ class Target:
             sleep=sleep,
             rng=lambda: 0.0,
             rate_limiter=AccountRateLimiter(),
+            http=new_http_client(),  # vcrpy records and replays httpx, not h11_client's sockets
         )
 
     def needs_sandbox(self) -> Any:

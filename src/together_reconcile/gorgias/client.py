@@ -1,4 +1,4 @@
-"""Typed httpx client for one Gorgias account: paging, rate limits, retries, typed errors.
+"""Typed client for one Gorgias account: paging, rate limits, retries, typed errors.
 
 Behaviour on each failure mode (the reconciler relies on it):
 
@@ -25,6 +25,10 @@ Behaviour on each failure mode (the reconciler relies on it):
 No message, log line or ``repr`` contains the token, the API key or an Authorization header.
 Time comes only from the injected ``clock`` and ``sleep``, so tests measure waits without
 sleeping.
+
+Requests go through `together_reconcile.h11_client` (h11 on sockets: a quarter of httpx's CPU
+per request), or through httpx when given an httpx client or transport (tests' mock
+transports, recorded cassettes) or when a proxy is set in the environment.
 """
 
 from __future__ import annotations
@@ -35,17 +39,19 @@ import json
 import logging
 import os
 import random
+import sys
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeGuard
 from urllib.parse import urlencode
 
-import httpx
-
 from together_reconcile import __version__
-from together_reconcile.http import CookielessClient
+from together_reconcile.h11_client import H11Client, Headers, Timeouts, TransportError
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("together_reconcile.gorgias.client")
 
@@ -53,7 +59,7 @@ DEFAULT_BASE_URL_TEMPLATE: Final = "https://{account}.gorgias.com"
 BASE_URL_ENV: Final = "TOGETHER_GORGIAS_URL"
 PAGE_LIMIT: Final = 100
 MAX_PAGES: Final = 10_000
-DEFAULT_TIMEOUT: Final = httpx.Timeout(connect=5.0, read=15.0, write=15.0, pool=5.0)
+DEFAULT_TIMEOUT: Final = Timeouts(connect=5.0, read=15.0, write=15.0)
 BACKOFF_BASE_S: Final = 0.5
 BACKOFF_CAP_S: Final = 8.0
 RETRY_AFTER_DEFAULT_S: Final = 1.0
@@ -64,6 +70,8 @@ SLOWDOWN_MIN_S: Final = 0.2
 SLOWDOWN_MAX_S: Final = 1.0
 CALL_LIMIT_HEADER: Final = "X-Gorgias-Account-Api-Call-Limit"
 USER_AGENT: Final = f"together-reconcile/{__version__}"
+DEFAULT_HEADERS: Final = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+PROXY_ENV: Final = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
 
 JSON = dict[str, Any]
 
@@ -75,27 +83,24 @@ def _fingerprint(secret: str) -> str:
 # --------------------------------------------------------------------------- auth
 
 
-class BearerAuth(httpx.Auth):
+class BearerAuth:
     """``Authorization: Bearer <OAuth access token>``. The repr shows a fingerprint only."""
 
     def __init__(self, token: str) -> None:
         if not token:
             raise ValueError("the Gorgias access token is empty")
         self._token = token
+        self.authorization = f"Bearer {token}"  # the Authorization header's value
 
     @property
     def secrets(self) -> tuple[str, ...]:
         return (self._token,)
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self._token}"
-        yield request
-
     def __repr__(self) -> str:
         return f"BearerAuth(token={_fingerprint(self._token)})"
 
 
-class BasicAuth(httpx.Auth):
+class BasicAuth:
     """HTTP Basic with the user's email and a REST API key (private apps)."""
 
     def __init__(self, email: str, api_key: str) -> None:
@@ -104,15 +109,11 @@ class BasicAuth(httpx.Auth):
         self._email = email
         self._api_key = api_key
         pair = base64.b64encode(f"{email}:{api_key}".encode()).decode("ascii")
-        self._header = f"Basic {pair}"
+        self._header = self.authorization = f"Basic {pair}"
 
     @property
     def secrets(self) -> tuple[str, ...]:
         return (self._api_key, self._header, self._header.removeprefix("Basic "))
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = self._header
-        yield request
 
     def __repr__(self) -> str:
         return (
@@ -276,24 +277,108 @@ def parse_retry_after(value: str | None) -> float:
 # --------------------------------------------------------------------------- client
 
 
+class Answer(Protocol):
+    """What both senders answer (an `h11_client.Answer` or an `Answer`)."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def reason_phrase(self) -> str: ...
+    @property
+    def headers(self) -> Headers | httpx.Headers: ...
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def is_success(self) -> bool: ...
+    def json(self) -> Any: ...
+
+
+class Sender(Protocol):
+    """Sends one request; raises `TransportError` when no answer came."""
+
+    def request(
+        self, method: str, url: str, *, headers: list[tuple[str, str]], content: bytes | None
+    ) -> Answer: ...
+
+    def close(self) -> None: ...
+
+
 def new_http_client(
-    transport: httpx.BaseTransport | None = None, timeout: httpx.Timeout = DEFAULT_TIMEOUT
+    transport: httpx.BaseTransport | None = None, timeout: Timeouts = DEFAULT_TIMEOUT
 ) -> httpx.Client:
-    """The httpx client account clients send through: no auth of its own (each
-    `GorgiasClient` sends its account's auth with each request), so one can serve many
-    accounts (`GorgiasClient(http=...)`)."""
+    """An httpx client account clients can send through (`GorgiasClient(http=...)`): no auth
+    of its own (each `GorgiasClient` sends its account's auth with each request), so one can
+    serve many accounts."""
+    import httpx
+
+    from together_reconcile.http import CookielessClient
+
     return CookielessClient(
         transport=transport,
-        timeout=timeout,
-        headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+        timeout=httpx.Timeout(
+            connect=timeout.connect, read=timeout.read, write=timeout.write, pool=timeout.connect
+        ),
+        headers=DEFAULT_HEADERS,
         follow_redirects=False,
     )
 
 
-# Nothing reached the server: retrying is safe even for a POST.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-# The request cannot be sent at all (a bad base URL): retrying cannot help.
-_UNSENDABLE = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
+class ThroughHttpx:
+    """A `Sender` on an httpx client, its failures raised as `TransportError`."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        import httpx
+
+        self.client = client
+        self._failure = httpx.RequestError
+        # Nothing reached the server: retrying is safe even for a POST.
+        self._not_sent = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+        # The request cannot be sent at all (a bad base URL): retrying cannot help.
+        self._unsendable = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
+
+    def request(
+        self, method: str, url: str, *, headers: list[tuple[str, str]], content: bytes | None
+    ) -> Answer:
+        try:
+            return self.client.request(method, url, headers=headers, content=content)
+        except self._failure as error:
+            raise TransportError(
+                type(error).__name__,
+                "no answer",
+                sent=not isinstance(error, self._not_sent),
+                unsendable=isinstance(error, self._unsendable),
+            ) from None
+
+    @property
+    def is_closed(self) -> bool:
+        return self.client.is_closed
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def proxy_configured(environ: Mapping[str, str] = os.environ) -> bool:
+    """A proxy is set in the environment: only httpx knows how to use one."""
+    return any(environ.get(name) or environ.get(name.lower()) for name in PROXY_ENV)
+
+
+def new_sender(timeout: Timeouts = DEFAULT_TIMEOUT) -> Sender:
+    """What account clients send through by default: h11 on sockets, or httpx behind a proxy.
+    Thread-safe, and shared by many account clients (each request carries its own auth)."""
+    if proxy_configured():
+        return ThroughHttpx(new_http_client(timeout=timeout))
+    return H11Client(headers=DEFAULT_HEADERS, timeouts=timeout)
+
+
+def _is_httpx_client(http: object) -> TypeGuard[httpx.Client]:
+    """Without importing httpx: an httpx client is only there when httpx was loaded."""
+    httpx = sys.modules.get("httpx")
+    return httpx is not None and isinstance(http, httpx.Client)
+
+
+def _json_body(body: Mapping[str, Any]) -> bytes:
+    """The request body as httpx's ``json=`` encodes it."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 @dataclass(frozen=True)
@@ -308,8 +393,9 @@ class _Failure:
 class GorgiasClient:
     """Client for one Gorgias account (``acme.gorgias.com``). Use as a context manager.
 
-    ``http``: an httpx client from `new_http_client` to send through, shared with other
-    account clients (closing this one leaves it open); by default the client makes its own.
+    ``http``: a `Sender` (`new_sender`) or an httpx client (`new_http_client`) to send
+    through, shared with other account clients (closing this one leaves it open); by default
+    the client makes its own. ``transport``: an httpx transport to send through instead.
     """
 
     def __init__(
@@ -319,14 +405,14 @@ class GorgiasClient:
         *,
         base_url_template: str | None = None,
         transport: httpx.BaseTransport | None = None,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        timeout: Timeouts = DEFAULT_TIMEOUT,
         max_retries: int = 4,
         max_retry_time: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
         rate_limiter: AccountRateLimiter | None = None,
-        http: httpx.Client | None = None,
+        http: Sender | httpx.Client | None = None,
     ) -> None:
         if http is not None and transport is not None:
             raise ValueError("pass either an http client or a transport, not both")
@@ -359,7 +445,18 @@ class GorgiasClient:
         self._limiter = rate_limiter or rate_limiter_for(self.account)
         self.request_count = 0
         self._owns_http = http is None
-        self._http = new_http_client(transport, timeout) if http is None else http
+        self._http: Sender
+        if http is None:
+            has_transport = transport is not None
+            self._http = (
+                ThroughHttpx(new_http_client(transport, timeout))
+                if has_transport
+                else new_sender(timeout)
+            )
+        elif _is_httpx_client(http):
+            self._http = ThroughHttpx(http)
+        else:
+            self._http = http
 
     def __repr__(self) -> str:
         return f"GorgiasClient({self.account!r}, base_url={self.base_url!r})"
@@ -474,7 +571,7 @@ class GorgiasClient:
     def _delete(self, path: str) -> None:
         self._send("DELETE", path)
 
-    def _json(self, response: httpx.Response, method: str, path: str) -> JSON:
+    def _json(self, response: Answer, method: str, path: str) -> JSON:
         try:
             value = response.json()
         except ValueError:
@@ -492,11 +589,16 @@ class GorgiasClient:
         *,
         params: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
-    ) -> httpx.Response:
+    ) -> Answer:
         """One logical request, with pacing, 429 handling and retries. Returns a 2xx answer."""
         # The query in the URL string: httpx encodes `params=` the same way (urlencode) but
         # parses the URL a second time to merge them.
         url = f"{self.base_url}{path}?{urlencode(params)}" if params else f"{self.base_url}{path}"
+        headers = [("Authorization", self._auth.authorization)]
+        content = None
+        if body is not None:
+            content = _json_body(body)
+            headers.append(("Content-Type", "application/json"))
         started = self._clock()
         attempt = retries = rate_limited = 0
         maybe_applied = False  # an earlier attempt may have reached the server
@@ -505,9 +607,9 @@ class GorgiasClient:
             attempt += 1
             self.request_count += 1
             try:
-                response = self._http.request(method, url, json=body, auth=self._auth)
-            except httpx.RequestError as exc:
-                log.debug("%s %s attempt %d: %s", method, path, attempt, type(exc).__name__)
+                response = self._http.request(method, url, headers=headers, content=content)
+            except TransportError as exc:
+                log.debug("%s %s attempt %d: %s", method, path, attempt, exc.name)
                 failure = self._transport_failure(exc, method, path)
             else:
                 status = response.status_code
@@ -546,10 +648,10 @@ class GorgiasClient:
             log.debug("%s %s: pausing %.2fs for the account's rate limit", method, path, wait)
             self._sleep(wait)
 
-    def _transport_failure(self, exc: httpx.RequestError, method: str, path: str) -> _Failure:
+    def _transport_failure(self, exc: TransportError, method: str, path: str) -> _Failure:
         """A retryable failure, or raise: unsendable → GorgiasError, POST sent → unknown."""
-        reason = type(exc).__name__
-        if isinstance(exc, _UNSENDABLE):
+        reason = exc.name
+        if exc.unsendable:
             raise self._error(
                 GorgiasError,
                 None,
@@ -557,7 +659,7 @@ class GorgiasClient:
                 method,
                 path,
             ) from None
-        sent = not isinstance(exc, _NOT_SENT)
+        sent = exc.sent
         if method == "POST" and sent:
             raise self._error(
                 CreateOutcomeUnknown,
@@ -568,7 +670,7 @@ class GorgiasClient:
             ) from None
         return _Failure(None, reason, maybe_applied=sent)
 
-    def _status_failure(self, response: httpx.Response, method: str, path: str) -> _Failure:
+    def _status_failure(self, response: Answer, method: str, path: str) -> _Failure:
         """A retryable 5xx, or raise: POST 5xx → unknown outcome, other statuses → typed error."""
         status = response.status_code
         if status < 500:
@@ -590,7 +692,7 @@ class GorgiasClient:
         return float(self._rng()) * ceiling
 
     def _wait_rate_limited(
-        self, response: httpx.Response, method: str, path: str, started: float, count: int
+        self, response: Answer, method: str, path: str, started: float, count: int
     ) -> None:
         wait = parse_retry_after(response.headers.get("Retry-After"))
         now = self._clock()
@@ -605,12 +707,12 @@ class GorgiasClient:
             )
         log.debug("%s %s: 429, waiting %.2fs (Retry-After)", method, path, wait)
 
-    def _note_call_limit(self, response: httpx.Response) -> None:
+    def _note_call_limit(self, response: Answer) -> None:
         reading = parse_call_limit(response.headers.get(CALL_LIMIT_HEADER))
         if reading is not None:
             self._limiter.note_call_limit(*reading, now=self._clock())
 
-    def _error_message(self, response: httpx.Response) -> tuple[str, Any]:
+    def _error_message(self, response: Answer) -> tuple[str, Any]:
         """Gorgias's ``error.msg`` (and ``error.data``), or a description of the body."""
         try:
             body = response.json()
@@ -623,12 +725,12 @@ class GorgiasClient:
             if isinstance(error, str) and error:
                 return error, None
         reason = response.reason_phrase or "error"
-        kind = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+        kind = (response.headers.get("Content-Type") or "").split(";", 1)[0].strip()
         if body is None and response.content:
             return f"{reason} (the answer is not JSON: {kind or 'no content type'})", None
         return reason, None
 
-    def _status_error(self, response: httpx.Response, method: str, path: str) -> GorgiasError:
+    def _status_error(self, response: Answer, method: str, path: str) -> GorgiasError:
         status = response.status_code
         message, data = self._error_message(response)
         if status == 401:

@@ -17,8 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from together_reconcile.config import AccountFile, load_accounts
 from together_reconcile.errors import TogetherError
 from together_reconcile.gorgias.client import (
@@ -28,7 +26,8 @@ from together_reconcile.gorgias.client import (
     GorgiasClient,
     GorgiasError,
     GorgiasUnavailable,
-    new_http_client,
+    Sender,
+    new_sender,
 )
 from together_reconcile.gorgias.reasons import (
     CREDENTIALS_REJECTED,
@@ -38,7 +37,6 @@ from together_reconcile.gorgias.reasons import (
     RECONNECT_NEEDED,
 )
 from together_reconcile.gorgias.tokens import GorgiasTokenRefresher, TokenBlocked, needs_refresh
-from together_reconcile.http import PerThreadTransport
 from together_reconcile.reconcile.desired import (
     TOKEN_HEADER,
     check_public_url,
@@ -148,27 +146,22 @@ def _auth(credential: Credential | None) -> GorgiasAuth | Blocked:
 
 
 class SharedTransportClientFactory:
-    """Builds each account's `GorgiasClient` on one httpx client per thread (the account's
-    auth goes with each request), all on one shared transport (a keep-alive pool per thread,
-    one SSL context): an account client costs no httpx client, proxy lookup or header merge."""
+    """Builds each account's `GorgiasClient` on one shared sender (`new_sender`: kept-alive
+    connections per thread and host, one SSL context; the account's auth goes with each
+    request): an account client costs no connection, SSL context or proxy lookup."""
 
     def __init__(self) -> None:
-        self._transport: PerThreadTransport | None = None
+        self._sender: Sender | None = None
         self._lock = threading.Lock()
-        self._local = threading.local()
 
-    def _thread_http(self) -> httpx.Client:
-        http: httpx.Client | None = getattr(self._local, "http", None)
-        if http is None:
-            with self._lock:
-                if self._transport is None:
-                    self._transport = PerThreadTransport()
-                transport = self._transport
-            http = self._local.http = new_http_client(transport)
-        return http
+    def sender(self) -> Sender:
+        with self._lock:
+            if self._sender is None:
+                self._sender = new_sender()
+            return self._sender
 
     def __call__(self, domain: str, auth: GorgiasAuth) -> GorgiasClient:
-        return GorgiasClient(domain, auth, http=self._thread_http())
+        return GorgiasClient(domain, auth, http=self.sender())
 
 
 default_client_factory: ClientFactory = SharedTransportClientFactory()

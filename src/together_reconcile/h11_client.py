@@ -1,0 +1,358 @@
+"""A small HTTP/1.1 client on h11 and sockets: what the Gorgias REST client sends through.
+
+Why not httpx here: on `plan`'s 2,000 list requests, httpx on httpcore spends about 1.6 ms of
+CPU per request on this project's machines, h11 on a plain socket about 0.4 ms
+(`benchmarks/plan_scale.py` prints the figure). h11 is the HTTP/1.1 state machine httpx
+itself runs on; this module only adds the socket plumbing around it:
+
+* one keep-alive connection pool per thread and origin (a thread sends one request at a
+  time), checked before reuse (a connection the server closed is dropped, not written to);
+* TLS with one SSL context for every pool (certifi's CAs, or ``SSL_CERT_FILE`` /
+  ``SSL_CERT_DIR`` as httpx reads them);
+* connect, read and write timeouts;
+* failures raised as `TransportError`, named as httpx names them (``ConnectError``,
+  ``ReadTimeout``, ...), with whether the request may have reached the server.
+
+Not supported, because the Gorgias REST API needs none of it: proxies (the Gorgias client
+sends through httpx when one is set), HTTP/2, compressed answers, redirects, cookies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import h11
+
+DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+READ_SIZE: Final = 65_536
+KEEPALIVE_EXPIRY_S: Final = 5.0
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds allowed to connect (TLS handshake included), to send, and between bytes read."""
+
+    connect: float = 5.0
+    read: float = 15.0
+    write: float = 15.0
+
+
+class TransportError(Exception):
+    """No answer. `name` is httpx's name for the same failure; `sent` is False only when the
+    request certainly did not reach the server; `unsendable` when retrying cannot help."""
+
+    def __init__(self, name: str, detail: str, *, sent: bool, unsendable: bool = False) -> None:
+        super().__init__(f"{name}: {detail}")
+        self.name = name
+        self.sent = sent
+        self.unsendable = unsendable
+
+
+class Headers:
+    """An answer's headers, looked up without regard to case (repeated ones joined by ", ")."""
+
+    def __init__(self, pairs: Iterable[tuple[bytes, bytes]]) -> None:
+        values: dict[str, str] = {}
+        for raw_name, raw_value in pairs:
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            values[name] = f"{values[name]}, {value}" if name in values else value
+        self._values = values
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._values.get(name.lower(), default)
+
+    def __getitem__(self, name: str) -> str:
+        return self._values[name.lower()]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._values
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A complete HTTP answer (the names are httpx's, so callers read both alike)."""
+
+    status_code: int
+    reason_phrase: str
+    headers: Headers
+    content: bytes
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    def json(self) -> Any:
+        """The body as JSON; `ValueError` when it is not JSON."""
+        return json.loads(self.content)
+
+
+@dataclass(frozen=True)
+class _Origin:
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if DEFAULT_PORTS[self.scheme] == self.port else f"{host}:{self.port}"
+
+
+def _split(url: str) -> tuple[_Origin, str]:
+    """``https://h:1/p?q`` → (origin, ``/p?q``)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise TransportError(
+            "UnsupportedProtocol", str(error), sent=False, unsendable=True
+        ) from None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        raise TransportError(
+            "UnsupportedProtocol",
+            "the URL must start with http:// or https:// and name a host",
+            sent=False,
+            unsendable=True,
+        )
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return _Origin(parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme]), target
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """Verify with ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` when set (as httpx does), else
+    certifi's CA bundle."""
+    cafile = os.environ.get("SSL_CERT_FILE")
+    capath = os.environ.get("SSL_CERT_DIR")
+    if cafile and os.path.isfile(cafile):
+        return ssl.create_default_context(cafile=cafile)
+    if capath and os.path.isdir(capath):
+        return ssl.create_default_context(capath=capath)
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+class _Connection:
+    """One socket and its h11 state: one request at a time."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.idle_since = time.monotonic()
+
+    def usable(self, now: float, expiry: float) -> bool:
+        """Still worth reusing: not idle too long, and nothing to read (a readable idle
+        connection was closed by the server, or holds bytes nobody asked for)."""
+        if now - self.idle_since > expiry:
+            return False
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
+    def exchange(
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes | None,
+        timeouts: Timeouts,
+    ) -> tuple[Answer, bool]:
+        """Send one request, read its whole answer; (answer, whether to keep the connection)."""
+        connection = self.h11
+        try:
+            data = connection.send(h11.Request(method=method, target=target, headers=headers))
+            if body:
+                data += connection.send(h11.Data(data=body))
+            data += connection.send(h11.EndOfMessage())
+        except h11.LocalProtocolError as error:
+            raise TransportError(
+                "LocalProtocolError", str(error), sent=False, unsendable=True
+            ) from None
+        self.sock.settimeout(timeouts.write)
+        try:
+            self.sock.sendall(data or b"")
+        except TimeoutError:
+            raise TransportError("WriteTimeout", "sending timed out", sent=True) from None
+        except OSError as error:
+            raise TransportError("WriteError", type(error).__name__, sent=True) from None
+        return self._read_answer(timeouts.read)
+
+    def _read_answer(self, read_timeout: float) -> tuple[Answer, bool]:
+        connection = self.h11
+        self.sock.settimeout(read_timeout)
+        head: h11.Response | None = None
+        chunks: list[bytes] = []
+        while True:
+            try:
+                event = connection.next_event()
+            except h11.RemoteProtocolError as error:
+                raise TransportError("RemoteProtocolError", str(error), sent=True) from None
+            if event is h11.NEED_DATA:
+                try:
+                    connection.receive_data(self.sock.recv(READ_SIZE))
+                except TimeoutError:
+                    raise TransportError("ReadTimeout", "no answer in time", sent=True) from None
+                except OSError as error:
+                    raise TransportError("ReadError", type(error).__name__, sent=True) from None
+            elif isinstance(event, h11.Response):
+                head = event
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                raise TransportError(
+                    "RemoteProtocolError", "the server closed the connection", sent=True
+                )
+        assert head is not None  # h11 gives the head before the end of the message
+        answer = Answer(
+            head.status_code,
+            head.reason.decode("latin-1"),
+            Headers(head.headers),
+            b"".join(chunks),
+        )
+        reusable = connection.our_state is h11.DONE and connection.their_state is h11.DONE
+        if reusable:
+            connection.start_next_cycle()
+            self.idle_since = time.monotonic()
+        return answer, reusable
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+_Pool = dict[_Origin, list[_Connection]]
+
+
+class H11Client:
+    """Thread-safe: each thread keeps its own idle connections per origin. `close` closes
+    every thread's; a dead thread's are closed when the next thread starts its pool."""
+
+    def __init__(
+        self,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeouts: Timeouts = Timeouts(),
+        keepalive_expiry: float = KEEPALIVE_EXPIRY_S,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._headers = list((headers or {}).items())
+        self.timeouts = timeouts
+        self._expiry = keepalive_expiry
+        self._ssl_context = ssl_context
+        self._lock = threading.Lock()
+        self._pools: dict[threading.Thread, _Pool] = {}
+        self._local = threading.local()
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
+        content: bytes | None = None,
+    ) -> Answer:
+        """Send `method url` with the client's headers, then `headers`; raise
+        `TransportError` when no answer came."""
+        origin, target = _split(url)
+        sent_headers = [("Host", origin.host_header), *self._headers, *headers]
+        if content:
+            sent_headers.append(("Content-Length", str(len(content))))
+        connection = self._checkout(origin)
+        try:
+            answer, reusable = connection.exchange(
+                method, target, sent_headers, content, self.timeouts
+            )
+        except BaseException:
+            connection.close()
+            raise
+        if reusable:
+            self._pool().setdefault(origin, []).append(connection)
+        else:
+            connection.close()
+        return answer
+
+    def _pool(self) -> _Pool:
+        pool: _Pool | None = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = {}
+            with self._lock:
+                dead = [thread for thread in self._pools if not thread.is_alive()]
+                finished = [self._pools.pop(thread) for thread in dead]
+                self._pools[threading.current_thread()] = pool
+            for old in finished:
+                _close_pool(old)
+        return pool
+
+    def _checkout(self, origin: _Origin) -> _Connection:
+        idle = self._pool().get(origin)
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()
+            if connection.usable(now, self._expiry):
+                return connection
+            connection.close()
+        return _Connection(self._connect(origin))
+
+    def _connect(self, origin: _Origin) -> socket.socket:
+        timeout = self.timeouts.connect
+        try:
+            sock = socket.create_connection((origin.host, origin.port), timeout=timeout)
+        except TimeoutError:
+            raise TransportError("ConnectTimeout", "connecting timed out", sent=False) from None
+        except OSError as error:
+            raise TransportError("ConnectError", type(error).__name__, sent=False) from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if origin.scheme == "http":
+            return sock
+        try:
+            return self._tls().wrap_socket(sock, server_hostname=origin.host)
+        except TimeoutError:
+            sock.close()
+            raise TransportError(
+                "ConnectTimeout", "the TLS handshake timed out", sent=False
+            ) from None
+        except OSError as error:  # ssl.SSLError included: a certificate refused, say
+            sock.close()
+            raise TransportError("ConnectError", type(error).__name__, sent=False) from None
+
+    def _tls(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._ssl_context is None:
+                self._ssl_context = default_ssl_context()
+            return self._ssl_context
+
+    def idle_connections(self) -> int:
+        """Kept-alive connections of the calling thread (for tests and diagnostics)."""
+        return sum(len(idle) for idle in self._pool().values())
+
+    def close(self) -> None:
+        """Close every thread's kept-alive connections."""
+        with self._lock:
+            pools = list(self._pools.values())
+            self._pools.clear()
+        for pool in pools:
+            _close_pool(pool)
+        self._local = threading.local()
+
+
+def _close_pool(pool: _Pool) -> None:
+    for idle in pool.values():
+        for connection in idle:
+            connection.close()
+    pool.clear()
