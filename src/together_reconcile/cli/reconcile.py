@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -31,11 +32,12 @@ def _colour_wanted() -> bool:
     return "NO_COLOR" not in os.environ and sys.stdout.isatty()
 
 
-def _append_step_summary(markdown: str) -> None:
+def _append_step_summary(markdown: Callable[[], str]) -> None:
+    """Append `markdown()` to the GitHub step summary; rendered only inside GitHub Actions."""
     path = os.environ.get("GITHUB_STEP_SUMMARY")
     if path:
         with open(path, "a", encoding="utf-8") as summary:
-            summary.write(markdown + "\n")
+            summary.write(markdown() + "\n")
 
 
 _CONCURRENCY = click.IntRange(1, 512)
@@ -137,7 +139,7 @@ def plan_command(
         click.echo(render.render_markdown(plan, warnings=warnings), nl=False)
     else:
         click.echo(render.render_text(plan, colour=_colour_wanted(), warnings=warnings), nl=False)
-    _append_step_summary(render.render_markdown(plan, warnings=warnings))
+    _append_step_summary(lambda: render.render_markdown(plan, warnings=warnings))
     if detailed_exitcode and plan.has_changes:
         raise SystemExit(2)
 
@@ -263,7 +265,8 @@ def apply_command(
             if yes:
                 click.echo(render.render_text(plan, colour=_colour_wanted()), nl=False)
             click.echo(report.render(), nl=False)
-            _append_step_summary(render.render_markdown(plan, title="together-reconcile apply"))
+            title = "together-reconcile apply"
+            _append_step_summary(lambda: render.render_markdown(plan, title=title))
         verified = (
             verify_after_apply(session, report, verify_wait)
             if verify_after and report is not None
@@ -311,5 +314,5 @@ def verify_after_apply(
         click.echo(result.line())
     failed = [result for result in results if not result.ok]
     click.echo(f"Verify: {len(results) - len(failed)} ok, {len(failed)} failed.")
-    _append_step_summary(verify_module.markdown(results))
+    _append_step_summary(lambda: verify_module.markdown(results))
     return results

@@ -19,9 +19,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Literal
-
-import httpx
+from typing import TYPE_CHECKING, Literal
 
 from together_reconcile.gorgias.reasons import (
     CREDENTIALS_REJECTED,
@@ -31,12 +29,15 @@ from together_reconcile.gorgias.reasons import (
 )
 from together_reconcile.store import Credential, Store
 
+if TYPE_CHECKING:
+    import httpx
+
 DEFAULT_BASE_URL_TEMPLATE = "https://{account}.gorgias.com"
 BASE_URL_ENV = "TOGETHER_GORGIAS_URL"
 CLIENT_ID_ENV = "TOGETHER_GORGIAS_CLIENT_ID"
 CLIENT_SECRET_ENV = "TOGETHER_GORGIAS_CLIENT_SECRET"  # noqa: S105 - a variable name
 REFRESH_MARGIN = timedelta(minutes=5)
-TOKEN_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+TOKEN_TIMEOUT_S = 10.0  # connect: 5 s
 MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
 # A lifetime beyond this is not one Gorgias gives (24 h); it would also overflow a datetime.
 MAX_TOKEN_LIFETIME_S = 366 * 24 * 3600
@@ -100,7 +101,9 @@ class TokenEndpointError(Exception):
 
 def token_http_client() -> httpx.Client:
     """The HTTP client for token requests: bounded time, no redirects followed."""
-    return httpx.Client(timeout=TOKEN_TIMEOUT, follow_redirects=False)
+    import httpx  # only a token request needs it: a plan with fresh tokens never loads it
+
+    return httpx.Client(timeout=httpx.Timeout(TOKEN_TIMEOUT_S, connect=5.0), follow_redirects=False)
 
 
 def _error_code(response: httpx.Response) -> str | None:
@@ -116,6 +119,8 @@ def request_tokens(
     app: OAuthApp, http: httpx.Client, subdomain: str, form: dict[str, str]
 ) -> TokenGrant:
     """POST one grant to the account's token endpoint; `TokenEndpointError` unless it worked."""
+    import httpx
+
     where = f"the Gorgias token endpoint of {subdomain}.gorgias.com"
     try:
         response = http.post(

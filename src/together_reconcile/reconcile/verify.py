@@ -30,13 +30,14 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from together_reconcile.secrets import Keyring
 from together_reconcile.store import Store, StoreError, Verification
 from together_reconcile.verification import verification_body
+
+if TYPE_CHECKING:
+    import httpx
 
 EVENTS_PATH = "/gorgias/events"
 DEFAULT_TIMEOUT_S = 10.0
@@ -179,6 +180,8 @@ def call_handler(
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> str | None:
     """One verification request; None when ok, else the failure code."""
+    import httpx  # loaded on use: `plan` imports this module for apply's options only
+
     deadline = time.monotonic() + timeout_s
     timeout = httpx.Timeout(timeout_s, connect=min(5.0, timeout_s))
     try:
@@ -305,6 +308,8 @@ def markdown(results: Iterable[VerifyResult]) -> str:
 def verify_http_client() -> httpx.Client:
     """The client verifications go through (TLS verified; no proxies from the environment
     would see the token any differently than Gorgias's own call)."""
+    import httpx
+
     return httpx.Client(timeout=DEFAULT_TIMEOUT_S, follow_redirects=False)
 
 

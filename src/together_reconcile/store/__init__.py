@@ -25,7 +25,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 
@@ -259,7 +258,9 @@ class Store:
     def _insert(self, table: sa.Table) -> Any:
         if self._is_sqlite:
             return sqlite_dialect.insert(table)
-        return pg_dialect.insert(table)
+        from sqlalchemy.dialects import postgresql  # loaded for PostgreSQL stores only
+
+        return postgresql.insert(table)
 
     def _credential_row(self, credential: Credential) -> dict[str, Any]:
         keyring = self._require_keyring()
