@@ -3,6 +3,7 @@ TLS, and each failure named and classed (sent or not) as the Gorgias client reli
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
@@ -22,7 +23,7 @@ from together_reconcile.gorgias.client import (
     ThroughHttpx,
     new_sender,
 )
-from together_reconcile.h11_client import H11Client, Timeouts, TransportError
+from together_reconcile.h11_client import AsyncH11Client, H11Client, Timeouts, TransportError
 from together_reconcile.reconcile.observe import SharedTransportClientFactory
 
 OK_BODY = b'{"data": [], "meta": {"next_cursor": null}}'
@@ -385,3 +386,115 @@ def test_the_factory_shares_one_sender_and_a_proxy_sends_through_httpx(
     behind_proxy = new_sender()
     assert isinstance(behind_proxy, ThroughHttpx)
     behind_proxy.close()
+
+
+# -- the asyncio client (plan's observation) ---------------------------------------------------
+
+
+def test_async_requests_share_idle_connections_and_run_at_once(serve: Serve) -> None:
+    server = serve(lambda _r: answer(b'{"n": 1}'))
+
+    async def run() -> tuple[list[int], int]:
+        client = AsyncH11Client(headers={"Accept": "application/json"})
+        first = await asyncio.gather(*(client.request("GET", server.url + "/a") for _ in range(4)))
+        idle = client.idle_connections()
+        again = await client.request("GET", server.url + "/b", headers=[("Authorization", "t")])
+        await client.aclose()
+        return [got.json()["n"] for got in [*first, again]], idle
+
+    values, idle = asyncio.run(run())
+    assert values == [1] * 5
+    assert idle == 4  # four in flight at once: four connections, all kept
+    ports = [seen.port for seen in server.seen]
+    assert len(set(ports[:4])) == 4 and ports[4] in ports[:4]
+    assert (
+        "Authorization: t" in server.seen[4].head
+        and "Accept: application/json" in server.seen[4].head
+    )
+
+
+def test_async_a_connection_the_server_closed_is_not_reused(serve: Serve) -> None:
+    server = serve(lambda _r: ("close", answer()))
+
+    async def run() -> int:
+        client = AsyncH11Client()
+        await client.request("GET", server.url + "/a")
+        await asyncio.sleep(0.1)  # the close reaches the loop
+        got = await client.request("GET", server.url + "/b")
+        await client.aclose()
+        return got.status_code
+
+    assert asyncio.run(run()) == 200
+    assert len({seen.port for seen in server.seen}) == 2
+
+
+def async_failure(url: str, client: AsyncH11Client | None = None) -> TransportError:
+    async def run() -> None:
+        sender = client or AsyncH11Client()
+        try:
+            await sender.request("GET", url)
+        finally:
+            await sender.aclose()
+
+    with pytest.raises(TransportError) as caught:
+        asyncio.run(run())
+    return caught.value
+
+
+def test_async_failures_are_named_and_classed_as_the_sync_ones(serve: Serve) -> None:
+    refused = async_failure(f"http://127.0.0.1:{free_port()}/")
+    assert (refused.name, refused.sent) == ("ConnectError", False)
+    hanging = serve(lambda _r: "hang")
+    slow = async_failure(hanging.url + "/", AsyncH11Client(timeouts=Timeouts(read=0.3)))
+    assert (slow.name, slow.sent) == ("ReadTimeout", True)
+    dropping = serve(lambda _r: "drop")
+    dropped = async_failure(dropping.url + "/")
+    assert (dropped.name, dropped.sent) == ("RemoteProtocolError", True)
+    bad = async_failure("ftp://127.0.0.1/")
+    assert (bad.name, bad.unsendable) == ("UnsupportedProtocol", True)
+
+
+def test_async_tls_verified(serve: Serve, certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    server = serve(lambda _r: answer(), tls=server_tls)
+    url = f"https://localhost:{server.port}/"
+    refused = async_failure(url)  # certifi does not know the certificate
+    assert (refused.name, refused.sent) == ("ConnectError", False)
+
+    async def run() -> int:
+        client = AsyncH11Client(ssl_context=ssl.create_default_context(cafile=str(cert)))
+        got = await client.request("GET", url)
+        await client.aclose()
+        return got.status_code
+
+    assert asyncio.run(run()) == 200
+
+
+def test_async_listing_pages_and_paces_as_the_sync_one(serve: Serve) -> None:
+    """Two pages, the first answered 429 once (Retry-After: 0): the async list waits, retries
+    and follows the cursor, as the sync list does."""
+    answers = iter(
+        [
+            answer(b'{"error": "slow down"}', "429 Too Many Requests", "Retry-After: 0\r\n"),
+            answer(b'{"data": [{"id": 1}], "meta": {"next_cursor": "c2"}}'),
+            answer(b'{"data": [{"id": 2}], "meta": {"next_cursor": null}}'),
+        ]
+    )
+    server = serve(lambda _r: next(answers))
+
+    async def run() -> list[dict[str, object]]:
+        sender = AsyncH11Client()
+        with gorgias(server) as client:
+            listed = await client.list_async(sender, "/api/widgets", {"integration_id": "7"})
+        await sender.aclose()
+        return listed
+
+    assert asyncio.run(run()) == [{"id": 1}, {"id": 2}]
+    targets = [seen.head.split(" ")[1] for seen in server.seen]
+    assert targets == [
+        "/acme/api/widgets?integration_id=7&limit=100",
+        "/acme/api/widgets?integration_id=7&limit=100",
+        "/acme/api/widgets?integration_id=7&limit=100&cursor=c2",
+    ]

@@ -19,6 +19,7 @@ sends through httpx when one is set), HTTP/2, compressed answers, redirects, coo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -144,6 +145,70 @@ def default_ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
+def _request_bytes(
+    connection: h11.Connection,
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    body: bytes | None,
+) -> bytes:
+    """The whole request as bytes; a header h11 refuses (a line break, say) is never sent."""
+    try:
+        data = connection.send(h11.Request(method=method, target=target, headers=headers)) or b""
+        if body:
+            data += connection.send(h11.Data(data=body)) or b""
+        return data + (connection.send(h11.EndOfMessage()) or b"")
+    except h11.LocalProtocolError as error:
+        raise TransportError(
+            "LocalProtocolError", str(error), sent=False, unsendable=True
+        ) from None
+
+
+class _AnswerReader:
+    """Collects one answer from an h11 connection, whichever way its bytes arrive."""
+
+    def __init__(self, connection: h11.Connection) -> None:
+        self.connection = connection
+        self._head: h11.Response | None = None
+        self._chunks: list[bytes] = []
+
+    def answer(self) -> Answer | None:
+        """Take the events h11 has: the whole answer, or None when it needs more bytes."""
+        while True:
+            try:
+                event = self.connection.next_event()
+            except h11.RemoteProtocolError as error:
+                raise TransportError("RemoteProtocolError", str(error), sent=True) from None
+            if event is h11.NEED_DATA:
+                return None
+            if isinstance(event, h11.Response):
+                self._head = event
+            elif isinstance(event, h11.Data):
+                self._chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                head = self._head
+                assert head is not None  # h11 gives the head before the end of the message
+                return Answer(
+                    head.status_code,
+                    head.reason.decode("latin-1"),
+                    Headers(head.headers),
+                    b"".join(self._chunks),
+                )
+            elif isinstance(event, h11.ConnectionClosed):
+                raise TransportError(
+                    "RemoteProtocolError", "the server closed the connection", sent=True
+                )
+
+    def reusable(self) -> bool:
+        """After the answer: ready for the next request on the same connection (if so, the
+        connection is reset for it)."""
+        connection = self.connection
+        if connection.our_state is h11.DONE and connection.their_state is h11.DONE:
+            connection.start_next_cycle()
+            return True
+        return False
+
+
 class _Connection:
     """One socket and its h11 state: one request at a time."""
 
@@ -172,62 +237,25 @@ class _Connection:
         timeouts: Timeouts,
     ) -> tuple[Answer, bool]:
         """Send one request, read its whole answer; (answer, whether to keep the connection)."""
-        connection = self.h11
-        try:
-            data = connection.send(h11.Request(method=method, target=target, headers=headers))
-            if body:
-                data += connection.send(h11.Data(data=body))
-            data += connection.send(h11.EndOfMessage())
-        except h11.LocalProtocolError as error:
-            raise TransportError(
-                "LocalProtocolError", str(error), sent=False, unsendable=True
-            ) from None
+        data = _request_bytes(self.h11, method, target, headers, body)
         self.sock.settimeout(timeouts.write)
         try:
-            self.sock.sendall(data or b"")
+            self.sock.sendall(data)
         except TimeoutError:
             raise TransportError("WriteTimeout", "sending timed out", sent=True) from None
         except OSError as error:
             raise TransportError("WriteError", type(error).__name__, sent=True) from None
-        return self._read_answer(timeouts.read)
-
-    def _read_answer(self, read_timeout: float) -> tuple[Answer, bool]:
-        connection = self.h11
-        self.sock.settimeout(read_timeout)
-        head: h11.Response | None = None
-        chunks: list[bytes] = []
-        while True:
+        self.sock.settimeout(timeouts.read)
+        reader = _AnswerReader(self.h11)
+        while (answer := reader.answer()) is None:
             try:
-                event = connection.next_event()
-            except h11.RemoteProtocolError as error:
-                raise TransportError("RemoteProtocolError", str(error), sent=True) from None
-            if event is h11.NEED_DATA:
-                try:
-                    connection.receive_data(self.sock.recv(READ_SIZE))
-                except TimeoutError:
-                    raise TransportError("ReadTimeout", "no answer in time", sent=True) from None
-                except OSError as error:
-                    raise TransportError("ReadError", type(error).__name__, sent=True) from None
-            elif isinstance(event, h11.Response):
-                head = event
-            elif isinstance(event, h11.Data):
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
-                raise TransportError(
-                    "RemoteProtocolError", "the server closed the connection", sent=True
-                )
-        assert head is not None  # h11 gives the head before the end of the message
-        answer = Answer(
-            head.status_code,
-            head.reason.decode("latin-1"),
-            Headers(head.headers),
-            b"".join(chunks),
-        )
-        reusable = connection.our_state is h11.DONE and connection.their_state is h11.DONE
+                self.h11.receive_data(self.sock.recv(READ_SIZE))
+            except TimeoutError:
+                raise TransportError("ReadTimeout", "no answer in time", sent=True) from None
+            except OSError as error:
+                raise TransportError("ReadError", type(error).__name__, sent=True) from None
+        reusable = reader.reusable()
         if reusable:
-            connection.start_next_cycle()
             self.idle_since = time.monotonic()
         return answer, reusable
 
@@ -356,3 +384,145 @@ def _close_pool(pool: _Pool) -> None:
         for connection in idle:
             connection.close()
     pool.clear()
+
+
+class _AsyncConnection:
+    """One asyncio stream pair and its h11 state: one request at a time."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.idle_since = time.monotonic()
+
+    def usable(self, now: float, expiry: float) -> bool:
+        """Not idle too long, not closed by the server."""
+        closed = self.reader.at_eof() or self.writer.is_closing()
+        return not closed and now - self.idle_since <= expiry
+
+    async def exchange(
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes | None,
+        timeouts: Timeouts,
+    ) -> tuple[Answer, bool]:
+        self.writer.write(_request_bytes(self.h11, method, target, headers, body))
+        try:
+            async with asyncio.timeout(timeouts.write):
+                await self.writer.drain()
+        except TimeoutError:
+            raise TransportError("WriteTimeout", "sending timed out", sent=True) from None
+        except OSError as error:
+            raise TransportError("WriteError", type(error).__name__, sent=True) from None
+        reader = _AnswerReader(self.h11)
+        while (answer := reader.answer()) is None:
+            try:
+                async with asyncio.timeout(timeouts.read):
+                    data = await self.reader.read(READ_SIZE)
+            except TimeoutError:
+                raise TransportError("ReadTimeout", "no answer in time", sent=True) from None
+            except OSError as error:
+                raise TransportError("ReadError", type(error).__name__, sent=True) from None
+            self.h11.receive_data(data)
+        reusable = reader.reusable()
+        if reusable:
+            self.idle_since = time.monotonic()
+        return answer, reusable
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, RuntimeError):  # RuntimeError: the loop is closed
+            self.writer.close()
+
+
+class AsyncH11Client:
+    """`H11Client` for one asyncio event loop: many requests in flight at once, each on its
+    own connection, idle connections kept per origin. Use on the loop it was first used on;
+    `aclose` when done."""
+
+    def __init__(
+        self,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeouts: Timeouts = Timeouts(),
+        keepalive_expiry: float = KEEPALIVE_EXPIRY_S,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._headers = list((headers or {}).items())
+        self.timeouts = timeouts
+        self._expiry = keepalive_expiry
+        self._ssl_context = ssl_context
+        self._idle: dict[_Origin, list[_AsyncConnection]] = {}
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
+        content: bytes | None = None,
+    ) -> Answer:
+        """As `H11Client.request`, awaited."""
+        origin, target = _split(url)
+        sent_headers = [("Host", origin.host_header), *self._headers, *headers]
+        if content:
+            sent_headers.append(("Content-Length", str(len(content))))
+        connection = await self._checkout(origin)
+        try:
+            answer, reusable = await connection.exchange(
+                method, target, sent_headers, content, self.timeouts
+            )
+        except BaseException:
+            connection.close()
+            raise
+        if reusable:
+            self._idle.setdefault(origin, []).append(connection)
+        else:
+            connection.close()
+        return answer
+
+    async def _checkout(self, origin: _Origin) -> _AsyncConnection:
+        idle = self._idle.get(origin)
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()
+            if connection.usable(now, self._expiry):
+                return connection
+            connection.close()
+        tls = None
+        if origin.scheme == "https":
+            if self._ssl_context is None:
+                self._ssl_context = default_ssl_context()
+            tls = self._ssl_context
+        try:
+            async with asyncio.timeout(self.timeouts.connect):
+                reader, writer = await asyncio.open_connection(
+                    origin.host,
+                    origin.port,
+                    ssl=tls,
+                    server_hostname=origin.host if tls else None,
+                    limit=READ_SIZE,
+                )
+        except TimeoutError:
+            raise TransportError("ConnectTimeout", "connecting timed out", sent=False) from None
+        except OSError as error:  # ssl.SSLError included
+            raise TransportError("ConnectError", type(error).__name__, sent=False) from None
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return _AsyncConnection(reader, writer)
+
+    def idle_connections(self) -> int:
+        return sum(len(idle) for idle in self._idle.values())
+
+    async def aclose(self) -> None:
+        """Close every idle connection."""
+        idle = [connection for pool in self._idle.values() for connection in pool]
+        self._idle.clear()
+        for connection in idle:
+            connection.close()
+        for connection in idle:
+            with contextlib.suppress(OSError, RuntimeError):
+                await connection.writer.wait_closed()

@@ -33,6 +33,7 @@ transports, recorded cassettes) or when a proxy is set in the environment.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -42,9 +43,9 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeGuard
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeGuard, TypeVar
 from urllib.parse import urlencode
 
 from together_reconcile import __version__
@@ -58,6 +59,8 @@ log = logging.getLogger("together_reconcile.gorgias.client")
 DEFAULT_BASE_URL_TEMPLATE: Final = "https://{account}.gorgias.com"
 BASE_URL_ENV: Final = "TOGETHER_GORGIAS_URL"
 PAGE_LIMIT: Final = 100
+INTEGRATIONS_PATH: Final = "/api/integrations"
+WIDGETS_PATH: Final = "/api/widgets"
 MAX_PAGES: Final = 10_000
 DEFAULT_TIMEOUT: Final = Timeouts(connect=5.0, read=15.0, write=15.0)
 BACKOFF_BASE_S: Final = 0.5
@@ -370,6 +373,11 @@ def new_sender(timeout: Timeouts = DEFAULT_TIMEOUT) -> Sender:
     return H11Client(headers=DEFAULT_HEADERS, timeouts=timeout)
 
 
+def widgets_query(integration_id: int | None) -> dict[str, str]:
+    """The query listing the widgets bound to one integration (all of them for None)."""
+    return {} if integration_id is None else {"integration_id": str(int(integration_id))}
+
+
 def _is_httpx_client(http: object) -> TypeGuard[httpx.Client]:
     """Without importing httpx: an httpx client is only there when httpx was loaded."""
     httpx = sys.modules.get("httpx")
@@ -379,6 +387,36 @@ def _is_httpx_client(http: object) -> TypeGuard[httpx.Client]:
 def _json_body(body: Mapping[str, Any]) -> bytes:
     """The request body as httpx's ``json=`` encodes it."""
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+@dataclass(frozen=True)
+class _Call:
+    """An HTTP request to send (a step of `GorgiasClient._send_steps`)."""
+
+    method: str
+    url: str
+    headers: list[tuple[str, str]]
+    content: bytes | None
+
+
+@dataclass(frozen=True)
+class _Pause:
+    """Seconds to wait before the next step."""
+
+    seconds: float
+
+
+T = TypeVar("T")
+# A request's logic: yields calls and pauses, is sent each call's answer, returns a T.
+Steps = Generator[_Call | _Pause, Any, T]
+
+
+class AsyncSender(Protocol):
+    """An asyncio sender (`h11_client.AsyncH11Client`)."""
+
+    async def request(
+        self, method: str, url: str, *, headers: list[tuple[str, str]], content: bytes | None
+    ) -> Answer: ...
 
 
 @dataclass(frozen=True)
@@ -474,7 +512,7 @@ class GorgiasClient:
     # ---------------------------------------------------------------- integrations
 
     def list_integrations(self) -> list[JSON]:
-        return self._list("/api/integrations", {})
+        return self._list(INTEGRATIONS_PATH, {})
 
     def get_integration(self, integration_id: int) -> JSON:
         return self._object("GET", f"/api/integrations/{int(integration_id)}")
@@ -491,8 +529,7 @@ class GorgiasClient:
     # ---------------------------------------------------------------- widgets
 
     def list_widgets(self, integration_id: int | None = None) -> list[JSON]:
-        params = {} if integration_id is None else {"integration_id": str(int(integration_id))}
-        return self._list("/api/widgets", params)
+        return self._list(WIDGETS_PATH, widgets_query(integration_id))
 
     def get_widget(self, widget_id: int) -> JSON:
         return self._object("GET", f"/api/widgets/{int(widget_id)}")
@@ -508,7 +545,57 @@ class GorgiasClient:
 
     # ---------------------------------------------------------------- plumbing
 
-    def _list(self, path: str, params: dict[str, str]) -> list[JSON]:
+    def _list(self, path: str, params: Mapping[str, str]) -> list[JSON]:
+        return self._drive(self._list_steps(path, params))
+
+    async def list_async(
+        self, sender: AsyncSender, path: str, params: Mapping[str, str]
+    ) -> list[JSON]:
+        """`path`'s whole list (as `list_integrations` / `list_widgets`), sent through an
+        asyncio `sender` (`h11_client.AsyncH11Client`): the same paging, pacing and retries;
+        the waits are `asyncio.sleep`, not the client's `sleep`."""
+        steps = self._list_steps(path, params)
+        try:
+            step = next(steps)
+            while True:
+                if isinstance(step, _Pause):
+                    await asyncio.sleep(step.seconds)
+                    step = steps.send(None)
+                    continue
+                try:
+                    answer = await sender.request(
+                        step.method, step.url, headers=step.headers, content=step.content
+                    )
+                except TransportError as error:
+                    step = steps.throw(error)
+                else:
+                    step = steps.send(answer)
+        except StopIteration as done:
+            items: list[JSON] = done.value
+            return items
+
+    def _drive(self, steps: Steps[T]) -> T:
+        """Run `steps` (a request's logic) with this client's sender and `sleep`."""
+        try:
+            step = next(steps)
+            while True:
+                if isinstance(step, _Pause):
+                    self._sleep(step.seconds)
+                    step = steps.send(None)
+                    continue
+                try:
+                    answer = self._http.request(
+                        step.method, step.url, headers=step.headers, content=step.content
+                    )
+                except TransportError as error:
+                    step = steps.throw(error)
+                else:
+                    step = steps.send(answer)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    def _list_steps(self, path: str, params: Mapping[str, str]) -> Steps[list[JSON]]:
         items: list[JSON] = []
         seen: set[str] = set()
         cursor: str | None = None
@@ -516,7 +603,7 @@ class GorgiasClient:
             query = {**params, "limit": str(PAGE_LIMIT)}
             if cursor is not None:
                 query["cursor"] = cursor
-            page = self._json(self._send("GET", path, params=query), "GET", path)
+            page = self._json((yield from self._send_steps("GET", path, params=query)), "GET", path)
             data = page.get("data")
             meta = page.get("meta")
             if not isinstance(data, list) or not isinstance(meta, dict):
@@ -590,7 +677,21 @@ class GorgiasClient:
         params: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
     ) -> Answer:
-        """One logical request, with pacing, 429 handling and retries. Returns a 2xx answer."""
+        return self._drive(self._send_steps(method, path, params=params, body=body))
+
+    def _send_steps(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> Steps[Answer]:
+        """One logical request, with pacing, 429 handling and retries. Returns a 2xx answer.
+
+        The logic without the I/O: it yields each HTTP call to make (and receives its answer,
+        or has the `TransportError` thrown in) and each pause to take; `_drive` and
+        `list_async` carry them out."""
         # The query in the URL string: httpx encodes `params=` the same way (urlencode) but
         # parses the URL a second time to merge them.
         url = f"{self.base_url}{path}?{urlencode(params)}" if params else f"{self.base_url}{path}"
@@ -603,11 +704,14 @@ class GorgiasClient:
         attempt = retries = rate_limited = 0
         maybe_applied = False  # an earlier attempt may have reached the server
         while True:
-            self._pace(method, path)
+            wait = self._limiter.wait_time(self._clock())
+            if wait > 0:  # the account's rate limit (Retry-After, call-limit slowdown)
+                log.debug("%s %s: pausing %.2fs for the account's rate limit", method, path, wait)
+                yield _Pause(wait)
             attempt += 1
             self.request_count += 1
             try:
-                response = self._http.request(method, url, headers=headers, content=content)
+                response: Answer = yield _Call(method, url, headers, content)
             except TransportError as exc:
                 log.debug("%s %s attempt %d: %s", method, path, attempt, exc.name)
                 failure = self._transport_failure(exc, method, path)
@@ -639,14 +743,7 @@ class GorgiasClient:
                     path,
                 )
             log.debug("%s %s: retry %d in %.2fs", method, path, retries, delay)
-            self._sleep(delay)
-
-    def _pace(self, method: str, path: str) -> None:
-        """Wait as long as the account's limiter says (Retry-After, call-limit slowdown)."""
-        wait = self._limiter.wait_time(self._clock())
-        if wait > 0:
-            log.debug("%s %s: pausing %.2fs for the account's rate limit", method, path, wait)
-            self._sleep(wait)
+            yield _Pause(delay)
 
     def _transport_failure(self, exc: TransportError, method: str, path: str) -> _Failure:
         """A retryable failure, or raise: unsendable → GorgiasError, POST sent → unknown."""

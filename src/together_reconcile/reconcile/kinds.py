@@ -32,7 +32,9 @@ A kind MAY provide
   (`"reactivate"`, or `"update"` when the kind has no separate word for it);
 - `update_body(body, diff, reactivating)`: the body of the PUT. Default: the desired body with
   the deactivated field cleared;
-- `notes(listed)`: lines for objects that look like ours but are not (left alone).
+- `notes(listed)`: lines for objects that look like ours but are not (left alone);
+- `listing(parent_id)`: what `fetch` lists, as the (path, query) of a Gorgias list: `plan`
+  then lists it on its event loop (`GorgiasClient.list_async`) instead of a worker thread.
 
 In an account the planner keeps the lowest-id object of ours of each kind per parent, updates
 it in place, and deletes the others (with their children). `diff(desired, None)` is a create.
@@ -46,6 +48,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from together_reconcile.gorgias.client import INTEGRATIONS_PATH, WIDGETS_PATH, widgets_query
 from together_reconcile.reconcile.desired import INTEGRATION_NAME, description_identity, is_ours
 from together_reconcile.secrets import fingerprint
 
@@ -216,6 +219,7 @@ class Kind:
     reactivate_action: Literal["reactivate", "update"] = "update"
     update_body: Callable[[Mapping[str, Any], Sequence[FieldDiff], bool], JSON] | None = None
     notes: Callable[[Sequence[Mapping[str, Any]]], tuple[str, ...]] = _no_notes
+    listing: Callable[[int | None], tuple[str, dict[str, str]]] | None = None
 
     @property
     def parent_field(self) -> str | None:
@@ -316,6 +320,7 @@ INTEGRATION = Kind(
     ),
     desired=lambda resources, _parent: resources.integration,
     fetch=lambda client, _parent: client.list_integrations(),
+    listing=lambda _parent: (INTEGRATIONS_PATH, {}),
     create=lambda client, body: client.create_integration(body),
     update=lambda client, id_, body: client.update_integration(id_, body),
     delete=lambda client, id_: client.delete_integration(id_),
@@ -333,6 +338,7 @@ WIDGET = Kind(
     ),
     desired=lambda resources, integration_id: resources.widget(integration_id),
     fetch=lambda client, integration_id: client.list_widgets(integration_id=integration_id),
+    listing=lambda integration_id: (WIDGETS_PATH, widgets_query(integration_id)),
     create=lambda client, body: client.create_widget(body),
     update=lambda client, id_, body: client.update_widget(id_, body),
     delete=lambda client, id_: client.delete_widget(id_),

@@ -1,25 +1,31 @@
 """Observation: read each account's live Gorgias state and diff it into a `Plan`.
 
-The I/O half of planning. Accounts are observed in a thread pool (one `GorgiasClient` per
-account); an in-sync account costs two requests: list integrations, then list the widgets
+The I/O half of planning. Accounts are observed on one asyncio event loop (one `GorgiasClient`
+per account, its lists sent through `h11_client.AsyncH11Client`; what may block runs in worker
+threads); an in-sync account costs two requests: list integrations, then list the widgets
 bound to our integration. Each account's Gorgias auth comes from `GorgiasAuthProvider`, the one
 place where token refresh (before use, or after a 401) is to be added.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from together_reconcile.config import AccountFile, load_accounts
 from together_reconcile.errors import TogetherError
 from together_reconcile.gorgias.client import (
+    DEFAULT_HEADERS,
+    DEFAULT_TIMEOUT,
+    JSON,
+    AsyncSender,
     BasicAuth,
     BearerAuth,
     CredentialsRejected,
@@ -28,6 +34,7 @@ from together_reconcile.gorgias.client import (
     GorgiasUnavailable,
     Sender,
     new_sender,
+    proxy_configured,
 )
 from together_reconcile.gorgias.reasons import (
     CREDENTIALS_REJECTED,
@@ -37,6 +44,7 @@ from together_reconcile.gorgias.reasons import (
     RECONNECT_NEEDED,
 )
 from together_reconcile.gorgias.tokens import GorgiasTokenRefresher, TokenBlocked, needs_refresh
+from together_reconcile.h11_client import AsyncH11Client
 from together_reconcile.reconcile.desired import (
     TOKEN_HEADER,
     check_public_url,
@@ -57,6 +65,7 @@ from together_reconcile.secrets import Keyring, fingerprint
 from together_reconcile.store import Credential, Store
 
 GorgiasAuth = BearerAuth | BasicAuth
+T = TypeVar("T")
 ClientFactory = Callable[[str, GorgiasAuth], GorgiasClient]
 
 PUBLIC_URL_ENV = "TOGETHER_PUBLIC_URL"
@@ -114,16 +123,20 @@ class GorgiasAuthProvider:
         self._credentials[domain.lower()] = fresh
         return _auth(fresh)
 
-    def auth_for(self, domain: str) -> GorgiasAuth | Blocked:
+    def may_refresh(self, domain: str) -> bool:
+        """`auth_for` would ask the token endpoint first (the token expires soon)."""
         credential = self._credentials.get(domain.lower())
-        if (
+        return bool(
             self._refresher
             and credential
             and domain.lower() not in self._checked
             and needs_refresh(credential, datetime.now(UTC))
-        ):
+        )
+
+    def auth_for(self, domain: str) -> GorgiasAuth | Blocked:
+        if self._refresher is not None and self.may_refresh(domain):
             return self._refreshed(domain, self._refresher.fresh(domain))
-        return _auth(credential)
+        return _auth(self._credentials.get(domain.lower()))
 
     def rejected(self, domain: str) -> GorgiasAuth | Blocked:
         """Gorgias answered 401 to `auth_for`'s auth: a new auth to retry with, or why not."""
@@ -230,16 +243,22 @@ class Reconciler:
         return self.client_factory(domain, auth)
 
 
-def observe(client: GorgiasClient, kinds: Sequence[Kind] = KINDS) -> Observation:
-    """Every object of each root kind (every integration), and the children of ours (the
-    widgets bound to our integrations), kind by kind."""
-    listed: dict[str, list[dict[str, Any]]] = {}
+# One list to make: a kind's objects under a parent (None for a root kind).
+Listing = tuple[Kind, int | None]
+
+
+def _observation_steps(kinds: Sequence[Kind]) -> Generator[Listing, list[JSON], Observation]:
+    """What to list, kind by kind (every object of each root kind, the children of ours),
+    and the `Observation` made of the answers: the logic, whichever way the lists are made."""
+    listed: dict[str, list[JSON]] = {}
     ours: dict[str, list[int]] = {}
     for kind in kinds:
         if kind.parent is None:
-            objects = kind.fetch(client, None)
+            objects = yield (kind, None)
         else:
-            objects = [obj for pid in ours[kind.parent] for obj in kind.fetch(client, pid)]
+            objects = []
+            for parent_id in ours[kind.parent]:
+                objects.extend((yield (kind, parent_id)))
         listed[kind.listed_as] = objects
         ours[kind.name] = [
             obj["id"] for obj in objects if kind.is_ours(obj) and isinstance(obj.get("id"), int)
@@ -252,6 +271,37 @@ def observe(client: GorgiasClient, kinds: Sequence[Kind] = KINDS) -> Observation
     )
 
 
+def observe(client: GorgiasClient, kinds: Sequence[Kind] = KINDS) -> Observation:
+    """Every object of each root kind (every integration), and the children of ours (the
+    widgets bound to our integrations), listed through each kind's `fetch` in this thread."""
+    steps = _observation_steps(kinds)
+    try:
+        kind, parent_id = next(steps)
+        while True:
+            kind, parent_id = steps.send(kind.fetch(client, parent_id))
+    except StopIteration as done:
+        observation: Observation = done.value
+        return observation
+
+
+async def observe_async(
+    client: GorgiasClient, kinds: Sequence[Kind], sender: AsyncSender
+) -> Observation:
+    """`observe`, each list sent through `sender` on the running event loop (every kind
+    must have a `listing`)."""
+    steps = _observation_steps(kinds)
+    try:
+        kind, parent_id = next(steps)
+        while True:
+            if kind.listing is None:
+                raise ValueError(f"the {kind.name} kind has no listing to observe it with")
+            objects = await client.list_async(sender, *kind.listing(parent_id))
+            kind, parent_id = steps.send(objects)
+    except StopIteration as done:
+        observation: Observation = done.value
+        return observation
+
+
 def observation_failure(error: GorgiasError) -> Blocked:
     if isinstance(error, CredentialsRejected):
         return Blocked(CREDENTIALS_REJECTED)
@@ -260,23 +310,50 @@ def observation_failure(error: GorgiasError) -> Blocked:
     return Blocked(GORGIAS_ERROR, str(error))
 
 
-def plan_one(reconciler: Reconciler, domain: str) -> AccountPlan:
+@dataclass(frozen=True)
+class _Observer:
+    """How `make_plan` observes: Gorgias lists on the event loop through `sender`; anything
+    that may block (a token refresh, a client or kind without async listing, a proxy: no
+    `sender`) in the worker threads of `pool`."""
+
+    reconciler: Reconciler
+    sender: AsyncSender | None
+    pool: ThreadPoolExecutor
+
+    async def off_loop(self, function: Callable[[str], T], domain: str) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, function, domain)
+
+    async def auth_for(self, domain: str) -> GorgiasAuth | Blocked:
+        auth = self.reconciler.auth
+        if auth.may_refresh(domain):  # a token request: not on the loop
+            return await self.off_loop(auth.auth_for, domain)
+        return auth.auth_for(domain)
+
+    async def observation(self, domain: str, auth: GorgiasAuth) -> Observation:
+        kinds = self.reconciler.kinds
+        with self.reconciler.client(domain, auth) as client:
+            on_loop = self.sender is not None and isinstance(client, GorgiasClient)
+            if on_loop and self.sender and all(kind.listing for kind in kinds):
+                return await observe_async(client, kinds, self.sender)
+            return await self.off_loop(lambda _domain: observe(client, kinds), domain)
+
+
+async def _plan_one(observer: _Observer, domain: str) -> AccountPlan:
     """Observe one account and diff it; failures become a blocked account, never an exception."""
+    reconciler = observer.reconciler
     desired = reconciler.desired.resources(domain)
     wanted = desired is not None
-    auth = reconciler.auth.auth_for(domain)
+    auth = await observer.auth_for(domain)
     if isinstance(auth, Blocked):
         return blocked(domain, auth.reason, wanted=wanted, message=auth.message)
     try:
-        with reconciler.client(domain, auth) as client:
-            observation = observe(client, reconciler.kinds)
+        observation = await observer.observation(domain, auth)
     except CredentialsRejected:
-        retry = reconciler.auth.rejected(domain)
+        retry = await observer.off_loop(reconciler.auth.rejected, domain)
         if isinstance(retry, Blocked):
             return blocked(domain, retry.reason, wanted=wanted, message=retry.message)
         try:
-            with reconciler.client(domain, retry) as client:
-                observation = observe(client, reconciler.kinds)
+            observation = await observer.observation(domain, retry)
         except GorgiasError as error:
             failure = observation_failure(error)
             return blocked(domain, failure.reason, wanted=wanted, message=failure.message)
@@ -292,13 +369,39 @@ def make_plan(
     *,
     concurrency: int = DEFAULT_PLAN_CONCURRENCY,
 ) -> Plan:
-    """Observe `domains` in a pool of `concurrency` threads and diff each one."""
+    """Observe `domains`, `concurrency` accounts at a time, and diff each one.
+
+    The accounts are observed on one asyncio event loop (`h11_client.AsyncH11Client`), not a
+    thread each: 128 threads taking turns at the GIL cost about 40 % more CPU per request, and
+    CPU is what bounds a plan of many accounts (`benchmarks/plan_scale.py`)."""
     domains = list(domains)
     if not domains:
         return sorted_plan(())
-    workers = max(1, min(concurrency, len(domains)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="observe") as pool:
-        return sorted_plan(pool.map(lambda domain: plan_one(reconciler, domain), domains))
+    lanes = max(1, min(concurrency, len(domains)))
+    return sorted_plan(asyncio.run(_plan_all(reconciler, domains, lanes)))
+
+
+async def _plan_all(reconciler: Reconciler, domains: list[str], lanes: int) -> list[AccountPlan]:
+    sender = (
+        None
+        if proxy_configured()
+        else AsyncH11Client(headers=DEFAULT_HEADERS, timeouts=DEFAULT_TIMEOUT)
+    )
+    plans: dict[int, AccountPlan] = {}
+    queue = iter(enumerate(domains))
+    with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="observe") as pool:
+        observer = _Observer(reconciler, sender, pool)
+
+        async def lane() -> None:
+            for index, domain in queue:  # one queue: each lane takes the next account
+                plans[index] = await _plan_one(observer, domain)
+
+        try:
+            await asyncio.gather(*(lane() for _ in range(lanes)))
+        finally:
+            if sender is not None:
+                await sender.aclose()
+    return [plans[index] for index in range(len(domains))]
 
 
 # -- Setup shared by `plan` and `apply` ------------------------------------------------------

@@ -1,0 +1,120 @@
+"""`make_plan` observes on one asyncio event loop against the real sandbox; worker threads only
+for what may block (a proxy, a client or kind that cannot list on the loop)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from together_reconcile.reconcile import observe as observe_module
+from together_reconcile.reconcile.apply import Applier
+from together_reconcile.reconcile.observe import Session, make_plan, open_session
+from together_reconcile.sandbox import RunningSandbox
+from together_reconcile.secrets import generate_key
+from together_reconcile.store import Credential
+
+ACCOUNTS = [f"shop{n:02d}" for n in range(12)]
+
+
+@pytest.fixture
+def session(
+    sandbox: RunningSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Session]:
+    """Twelve accounts applied once: every one in sync."""
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    folder = tmp_path / "accounts"
+    folder.mkdir()
+    env = {
+        "TOGETHER_SECRET_KEYS": generate_key(),
+        "TOGETHER_PUBLIC_URL": "https://together.example.com",
+        "TOGETHER_GORGIAS_URL": sandbox.gorgias_url_template,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    state_url = f"sqlite:///{tmp_path}/state.db"
+    credentials = []
+    for sub in ACCOUNTS:
+        sandbox.control.add_gorgias_account(sub, f"token-{sub}")
+        credentials.append(Credential("gorgias", f"{sub}.gorgias.com", f"token-{sub}"))
+        (folder / f"{sub}.yaml").write_text(
+            f"shopify_store: {sub}.myshopify.com\ngorgias_account: {sub}.gorgias.com\n"
+        )
+    first = open_session(folder, state_url)
+    with first.store:
+        first.store.import_credentials(credentials)
+    opened = open_session(folder, state_url)
+    plan = make_plan(opened.reconciler, opened.reconciler.scope())
+    report = Applier(opened.reconciler, opened.store, commit=None).apply(plan, concurrency=4)
+    assert not report.failures
+    yield opened
+    opened.store.close()
+
+
+def never_in_a_thread(*_args: Any) -> Any:
+    raise AssertionError("observed in a worker thread")
+
+
+def test_a_plan_lists_every_account_on_the_event_loop(
+    session: Session, sandbox: RunningSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(observe_module, "observe", never_in_a_thread)
+    sandbox.control.clear_requests()
+    threads_before = {thread.name for thread in threading.enumerate()}
+    plan = make_plan(session.reconciler, session.reconciler.scope(), concurrency=5)
+    assert plan.summary["in_sync"] == len(ACCOUNTS)
+    assert len(sandbox.control.requests()) == 2 * len(ACCOUNTS)
+    started = {thread.name for thread in threading.enumerate()} - threads_before
+    assert not [name for name in started if name.startswith("observe")]
+
+
+def test_a_401_blocks_only_that_account_on_the_loop(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(observe_module, "observe", never_in_a_thread)
+    domains = session.reconciler.scope()
+    credentials = dict(session.store.get_credentials("gorgias", domains))
+    credentials["shop03.gorgias.com"] = Credential("gorgias", "shop03.gorgias.com", "revoked")
+    reconciler = observe_module.Reconciler(
+        session.reconciler.desired,
+        session.reconciler.managed,
+        observe_module.GorgiasAuthProvider(credentials),
+    )
+    plan = make_plan(reconciler, domains)
+    blocked = [account for account in plan.accounts if account.action == "blocked"]
+    assert [(account.gorgias_account, account.reason) for account in blocked] == [
+        ("shop03.gorgias.com", "credentials_rejected")
+    ]
+    assert plan.summary["in_sync"] == len(ACCOUNTS) - 1
+
+
+def test_behind_a_proxy_the_accounts_are_observed_in_threads_through_httpx(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only httpx knows proxies: with one set, each account is observed in a worker thread
+    (here NO_PROXY lets httpx reach the loopback sandbox directly)."""
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    observed_in: list[str] = []
+    real_observe = observe_module.observe
+
+    def spy(client: Any, kinds: Any) -> Any:
+        observed_in.append(threading.current_thread().name)
+        return real_observe(client, kinds)
+
+    monkeypatch.setattr(observe_module, "observe", spy)
+    reconciler = observe_module.Reconciler(
+        session.reconciler.desired,
+        session.reconciler.managed,
+        session.reconciler.auth,
+        observe_module.SharedTransportClientFactory(),  # a new one: reads the proxy
+    )
+    plan = make_plan(reconciler, reconciler.scope(), concurrency=3)
+    assert plan.summary["in_sync"] == len(ACCOUNTS)
+    assert len(observed_in) == len(ACCOUNTS)
+    assert all(name.startswith("observe") for name in observed_in)
