@@ -242,9 +242,11 @@ class Verifier:
                 )
                 if code not in WAIT_FOR_CODES:
                     break
-                if self.clock() + self.retry_interval_s > give_up:
+                remaining = give_up - self.clock()
+                if remaining <= 0:
                     break
-                self.sleep(self.retry_interval_s)
+                # The last try is at the end of the wait, not one interval before it.
+                self.sleep(min(self.retry_interval_s, remaining))
         finally:
             result = VerifyResult(
                 domain,
