@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from installed_bytecode import compile_package
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 GOAL = 1.5
@@ -62,6 +64,7 @@ def median_pair(ours: list[str], theirs: list[str], pairs: int) -> tuple[float, 
 
 def main() -> None:
     pairs = max(15, int(sys.argv[1]) if len(sys.argv) > 1 else 21)
+    print(compile_package())
     ours = program("together-reconcile")
     yamllint = [program("yamllint"), "-d", "relaxed", ACCOUNT_FILE]
     print(f"{pairs} alternating pairs each, medians (whole processes, this machine)")

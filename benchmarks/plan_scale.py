@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from installed_bytecode import compile_package
 from together_reconcile.reconcile.apply import Applier
 from together_reconcile.reconcile.observe import DEFAULT_PLAN_CONCURRENCY, make_plan, open_session
 from together_reconcile.sandbox import SandboxController
@@ -90,6 +91,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
+    print(compile_package(), flush=True)
     with tempfile.TemporaryDirectory() as tmp, sandbox_process() as sandbox:
         root = Path(tmp)
         accounts_dir = root / "accounts"
