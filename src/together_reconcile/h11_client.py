@@ -267,9 +267,9 @@ class _Connection:
 _Pool = dict[_Origin, list[_Connection]]
 
 
-class H11Client:
-    """Thread-safe: each thread keeps its own idle connections per origin. `close` closes
-    every thread's; a dead thread's are closed when the next thread starts its pool."""
+class _Settings:
+    """What both clients are made with: headers sent with every request, timeouts, how long an
+    idle connection is kept, and the SSL context (certifi's CAs when none is given)."""
 
     def __init__(
         self,
@@ -283,6 +283,27 @@ class H11Client:
         self.timeouts = timeouts
         self._expiry = keepalive_expiry
         self._ssl_context = ssl_context
+        self._start()
+
+    def _start(self) -> None:
+        """Set up the (empty) pools."""
+
+    def _prepare(
+        self, url: str, headers: Iterable[tuple[str, str]], content: bytes | None
+    ) -> tuple[_Origin, str, list[tuple[str, str]]]:
+        """(origin, request target, every header to send)."""
+        origin, target = _split(url)
+        sent = [("Host", origin.host_header), *self._headers, *headers]
+        if content:
+            sent.append(("Content-Length", str(len(content))))
+        return origin, target, sent
+
+
+class H11Client(_Settings):
+    """Thread-safe: each thread keeps its own idle connections per origin. `close` closes
+    every thread's; a dead thread's are closed when the next thread starts its pool."""
+
+    def _start(self) -> None:
         self._lock = threading.Lock()
         self._pools: dict[threading.Thread, _Pool] = {}
         self._local = threading.local()
@@ -297,10 +318,7 @@ class H11Client:
     ) -> Answer:
         """Send `method url` with the client's headers, then `headers`; raise
         `TransportError` when no answer came."""
-        origin, target = _split(url)
-        sent_headers = [("Host", origin.host_header), *self._headers, *headers]
-        if content:
-            sent_headers.append(("Content-Length", str(len(content))))
+        origin, target, sent_headers = self._prepare(url, headers, content)
         connection = self._checkout(origin)
         try:
             answer, reusable = connection.exchange(
@@ -436,23 +454,12 @@ class _AsyncConnection:
             self.writer.close()
 
 
-class AsyncH11Client:
+class AsyncH11Client(_Settings):
     """`H11Client` for one asyncio event loop: many requests in flight at once, each on its
     own connection, idle connections kept per origin. Use on the loop it was first used on;
     `aclose` when done."""
 
-    def __init__(
-        self,
-        *,
-        headers: Mapping[str, str] | None = None,
-        timeouts: Timeouts = Timeouts(),
-        keepalive_expiry: float = KEEPALIVE_EXPIRY_S,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        self._headers = list((headers or {}).items())
-        self.timeouts = timeouts
-        self._expiry = keepalive_expiry
-        self._ssl_context = ssl_context
+    def _start(self) -> None:
         self._idle: dict[_Origin, list[_AsyncConnection]] = {}
 
     async def request(
@@ -464,10 +471,7 @@ class AsyncH11Client:
         content: bytes | None = None,
     ) -> Answer:
         """As `H11Client.request`, awaited."""
-        origin, target = _split(url)
-        sent_headers = [("Host", origin.host_header), *self._headers, *headers]
-        if content:
-            sent_headers.append(("Content-Length", str(len(content))))
+        origin, target, sent_headers = self._prepare(url, headers, content)
         connection = await self._checkout(origin)
         try:
             answer, reusable = await connection.exchange(
@@ -519,8 +523,9 @@ class AsyncH11Client:
 
     async def aclose(self) -> None:
         """Close every idle connection."""
-        idle = [connection for pool in self._idle.values() for connection in pool]
-        self._idle.clear()
+        pools = self._idle
+        idle = [connection for pool in pools.values() for connection in pool]
+        pools.clear()
         for connection in idle:
             connection.close()
         for connection in idle:
