@@ -12,6 +12,10 @@ applies once so every account is in sync, then sets the sandbox latency and time
 * the baseline, concurrency 1, on a subset (default 100 accounts; `--baseline-accounts N`
   for more: all 1,000 take about 100 s), extrapolated per account.
 
+The CLI goal was set on a faster machine than some this runs on: `plan_scale_compare.py`
+times this script here and at the revision the issue measured, alternately, and prints the
+goal scaled to this machine.
+
 Run: .venv/bin/python benchmarks/plan_scale.py [--accounts 1000] [--latency-ms 50]
      [--profile FILE]   (also writes a py-spy profile of the CLI run to FILE: speedscope, every
                          thread, samples of the thread holding the GIL only, i.e. where the CPU
@@ -234,6 +238,7 @@ def main() -> int:
             "requests/account, "
             f"{name}: {'met' if ok else 'NOT met'}"
         )
+    print("  (the goal scaled to this machine: benchmarks/plan_scale_compare.py)")
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"  load average (1, 5, 15 min) at the end: {load} (on {os.cpu_count()} cores)")
     return 0
