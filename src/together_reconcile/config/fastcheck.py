@@ -14,7 +14,7 @@ cost more than the rest of the command.
 from __future__ import annotations
 
 import re
-from functools import cache
+from collections.abc import Callable
 from typing import Any
 
 # Keywords that never change a verdict.
@@ -35,77 +35,112 @@ _UNDERSTOOD = _ANNOTATIONS | {
 }
 
 
-@cache
-def _whole(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+# The Python types each JSON Schema type admits (`type(value) is ...`: a bool is no integer).
+# "array" and unknown names admit nothing here: jsonschema decides.
+_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
+    "object": (dict,),
+}
 
-
-def _has_type(value: Any, name: str) -> bool:
-    if name == "string":
-        return type(value) is str
-    if name == "integer":
-        return type(value) is int
-    if name == "number":
-        return type(value) in (int, float)
-    if name == "boolean":
-        return type(value) is bool
-    if name == "null":
-        return value is None
-    if name == "object":
-        return type(value) is dict
-    return False  # "array" and anything unknown: let jsonschema decide
+Check = Callable[[Any], bool]
+_compiled: dict[int, tuple[Any, Check]] = {}  # id(schema) -> (schema, its check)
 
 
 def surely_valid(schema: Any, value: Any) -> bool:
-    """True only if `value` certainly satisfies `schema`; False means "ask jsonschema"."""
+    """True only if `value` certainly satisfies `schema`; False means "ask jsonschema".
+
+    The schema is compiled into a check on first use (and kept: the account schema is one
+    object for the process), so each file costs only the checks its schema asks for."""
+    entry = _compiled.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        entry = _compiled[id(schema)] = (schema, compile_check(schema))
+    return entry[1](value)
+
+
+def _never(_value: Any) -> bool:
+    return False
+
+
+def _always(_value: Any) -> bool:
+    return True
+
+
+def compile_check(schema: Any) -> Check:
+    """The check `surely_valid` applies for `schema`: each keyword turned into a test once."""
     if schema is True:
-        return True
+        return _always
     if not isinstance(schema, dict) or not set(schema) <= _UNDERSTOOD:
-        return False
+        return _never
+    tests: list[Check] = []
     expected = schema.get("type")
     if expected is not None:
         names = expected if isinstance(expected, list) else [expected]
-        if not any(_has_type(value, name) for name in names):
-            return False
-    if "enum" in schema and not any(
-        type(value) is type(option) and value == option for option in schema["enum"]
-    ):
-        return False
-    if type(value) is str and not _string_fits(schema, value):
-        return False
-    if type(value) in (int, float) and not _number_fits(schema, value):
-        return False
-    if type(value) is dict:
-        return _object_fits(schema, value)
-    return True
+        admitted = frozenset(kind for name in names for kind in _TYPES.get(name, ()))
+        tests.append(lambda value: type(value) in admitted)
+    if "enum" in schema:
+        options = tuple(schema["enum"])
+        tests.append(
+            lambda value: any(type(value) is type(option) and value == option for option in options)
+        )
+    tests.append(_string_check(schema))
+    tests.append(_number_check(schema))
+    tests.append(_object_check(schema))
+    return lambda value: all(test(value) for test in tests)
 
 
-def _string_fits(schema: dict[str, Any], value: str) -> bool:
-    if len(value) < schema.get("minLength", 0):
-        return False
-    if "maxLength" in schema and len(value) > schema["maxLength"]:
-        return False
+def _string_check(schema: dict[str, Any]) -> Check:
+    shortest = schema.get("minLength", 0)
+    longest = schema.get("maxLength")
     # The whole value must match, which is stricter than the schema's search: a pass is certain.
-    return "pattern" not in schema or _whole(schema["pattern"]).fullmatch(value) is not None
+    pattern = re.compile(schema["pattern"]) if "pattern" in schema else None
 
-
-def _number_fits(schema: dict[str, Any], value: float) -> bool:
-    if "minimum" in schema and not value >= schema["minimum"]:
-        return False
-    return "maximum" not in schema or value <= schema["maximum"]
-
-
-def _object_fits(schema: dict[str, Any], value: dict[Any, Any]) -> bool:
-    properties = schema.get("properties", {})
-    if not all(type(key) is str for key in value):
-        return False
-    if any(key not in value for key in schema.get("required", ())):
-        return False
-    extra = schema.get("additionalProperties", True)
-    for key, item in value.items():
-        if key in properties:
-            if not surely_valid(properties[key], item):
-                return False
-        elif extra is not True:
+    def fits(value: Any) -> bool:
+        if type(value) is not str:
+            return True
+        if len(value) < shortest or (longest is not None and len(value) > longest):
             return False
-    return True
+        return pattern is None or pattern.fullmatch(value) is not None
+
+    return fits
+
+
+def _number_check(schema: dict[str, Any]) -> Check:
+    has_minimum, minimum = "minimum" in schema, schema.get("minimum")
+    has_maximum, maximum = "maximum" in schema, schema.get("maximum")
+
+    def fits(value: Any) -> bool:
+        if type(value) not in (int, float):
+            return True
+        if has_minimum and not value >= minimum:
+            return False
+        return not has_maximum or value <= maximum
+
+    return fits
+
+
+def _object_check(schema: dict[str, Any]) -> Check:
+    properties = {key: compile_check(sub) for key, sub in schema.get("properties", {}).items()}
+    required = tuple(schema.get("required", ()))
+    closed = schema.get("additionalProperties", True) is not True
+
+    def fits(value: Any) -> bool:
+        if type(value) is not dict:
+            return True
+        if not all(type(key) is str for key in value):
+            return False
+        if any(key not in value for key in required):
+            return False
+        for key, item in value.items():
+            check = properties.get(key)
+            if check is not None:
+                if not check(item):
+                    return False
+            elif closed:
+                return False
+        return True
+
+    return fits
