@@ -189,15 +189,31 @@ def build(node: yaml.Node, path: KeyPath, doc: Document) -> Any:
     return mapping
 
 
+def _read_at_most(fd: int, limit: int) -> bytes:
+    """Up to `limit` bytes, reading until the end of the file (no buffered file object: a
+    `validate` of thousands of files spends less on each)."""
+    chunks: list[bytes] = []
+    left = limit
+    while left > 0:
+        chunk = os.read(fd, left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
 def read_text(path: Path) -> str | Problem:
     """The file's text, or the problem that stops it being read (size, encoding, I/O)."""
     try:
         # O_NOFOLLOW: a link (`acme.yaml -> ../docs/acme.yaml`) would let edits to a file
         # outside accounts/ change an account without touching accounts/.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        with open(fd, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            raw = b"" if size > MAX_FILE_BYTES else handle.read(MAX_FILE_BYTES + 1)
+        try:
+            size = os.fstat(fd).st_size
+            raw = b"" if size > MAX_FILE_BYTES else _read_at_most(fd, MAX_FILE_BYTES + 1)
+        finally:
+            os.close(fd)
     except OSError as exc:
         if os.path.islink(path):
             return Problem(path, 1, 1, SYMLINK_PROBLEM)
