@@ -554,7 +554,9 @@ def test_unsendable_request_is_not_retried() -> None:
         client.create_integration({"name": "x"})
     assert type(caught.value) is GorgiasError
     assert caught.value.message == (
-        "the request could not be sent (LocalProtocolError); check TOGETHER_GORGIAS_URL"
+        "the request could not be sent (LocalProtocolError); check the account's stored "
+        "Gorgias token or API key: a header value holds a line break or another control "
+        "character"
     )
     assert client.request_count == 1
 

@@ -20,6 +20,7 @@ from together_reconcile.gorgias.client import (
     BearerAuth,
     CreateOutcomeUnknown,
     GorgiasClient,
+    GorgiasError,
     ThroughHttpx,
     new_sender,
 )
@@ -270,16 +271,22 @@ def test_a_url_that_cannot_be_sent(url: str) -> None:
     assert (error.name, error.sent, error.unsendable) == ("UnsupportedProtocol", False, True)
 
 
-def test_a_header_with_a_line_break_is_never_sent(serve: Serve) -> None:
+@pytest.mark.parametrize(
+    "value", ["Bearer tok-secret\r\nX: b", "Bearer tok-secret\n", "tok-secret\x00"]
+)
+def test_a_header_with_a_line_break_is_never_sent_nor_shown(serve: Serve, value: str) -> None:
+    """h11 refuses it before anything is sent, and its message (which quotes the value: a
+    token) is not passed on."""
     server = serve(lambda _r: answer())
     error = failure(
-        lambda: H11Client().request(
-            "GET", server.url + "/", headers=[("Authorization", "a\r\nX: b")]
-        )
+        lambda: H11Client().request("GET", server.url + "/", headers=[("Authorization", value)])
     )
     assert (error.name, error.sent, error.unsendable) == ("LocalProtocolError", False, True)
     assert server.seen == []
-    assert "a\r\nX" not in str(error)
+    assert "tok-secret" not in str(error) and "tok-secret" not in repr(error)
+    assert str(error) == (
+        "LocalProtocolError: a header value h11 refuses (a line break or another control character)"
+    )
 
 
 @pytest.fixture
@@ -355,6 +362,39 @@ def test_the_gorgias_client_sends_auth_and_json_through_it(serve: Serve) -> None
     assert "Content-Type: application/json" in seen.head
     assert "Accept: application/json" in seen.head
     assert json.loads(seen.body) == {"name": "Together é", "type": "http"}
+
+
+def test_a_token_with_a_line_break_is_a_clear_error_without_the_token(serve: Serve) -> None:
+    server = serve(lambda _r: answer())
+    client = GorgiasClient(
+        "acme.gorgias.com",
+        BearerAuth("tok-secret\n"),
+        base_url_template=server.url + "/{account}",
+        sleep=lambda _s: None,
+    )
+    with client, pytest.raises(GorgiasError) as caught:
+        client.list_integrations()
+    assert str(caught.value) == (
+        "Gorgias did not answer GET /api/integrations on acme.gorgias.com: the request could "
+        "not be sent (LocalProtocolError); check the account's stored Gorgias token or API "
+        "key: a header value holds a line break or another control character"
+    )
+    assert server.seen == []
+
+
+def test_a_base_url_that_cannot_be_sent_names_the_setting() -> None:
+    client = GorgiasClient(
+        "acme.gorgias.com",
+        BearerAuth("tok-a"),
+        base_url_template="http://127.0.0.1:99999/{account}",
+        sleep=lambda _s: None,
+    )
+    with client, pytest.raises(GorgiasError) as caught:
+        client.list_integrations()
+    assert caught.value.message == (
+        "the request could not be sent (UnsupportedProtocol); check TOGETHER_GORGIAS_URL"
+    )
+    assert client.request_count == 1  # not retried
 
 
 def test_a_create_whose_answer_is_lost_is_never_sent_twice(serve: Serve) -> None:

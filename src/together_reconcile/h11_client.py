@@ -158,9 +158,13 @@ def _request_bytes(
         if body:
             data += connection.send(h11.Data(data=body)) or b""
         return data + (connection.send(h11.EndOfMessage()) or b"")
-    except h11.LocalProtocolError as error:
+    except h11.LocalProtocolError:
+        # Not h11's message: it quotes the refused header value, which may be a token.
         raise TransportError(
-            "LocalProtocolError", str(error), sent=False, unsendable=True
+            "LocalProtocolError",
+            "a header value h11 refuses (a line break or another control character)",
+            sent=False,
+            unsendable=True,
         ) from None
 
 

@@ -749,10 +749,16 @@ class GorgiasClient:
         """A retryable failure, or raise: unsendable → GorgiasError, POST sent → unknown."""
         reason = exc.name
         if exc.unsendable:
+            check = (
+                "check the account's stored Gorgias token or API key: a header value holds a "
+                "line break or another control character"
+                if reason == "LocalProtocolError"
+                else f"check {BASE_URL_ENV}"
+            )
             raise self._error(
                 GorgiasError,
                 None,
-                f"the request could not be sent ({reason}); check {BASE_URL_ENV}",
+                f"the request could not be sent ({reason}); {check}",
                 method,
                 path,
             ) from None
