@@ -9,17 +9,13 @@ import ssl
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
-
-from tests.plugins.store_fixtures import _with_search_path
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -248,23 +244,3 @@ def run_nginx(tmp: Path, port: int, upstream_ports: list[int]) -> Iterator[Nginx
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-@contextmanager
-def postgres_schema(base_and_reason: tuple[str | None, str | None]) -> Iterator[str]:
-    """A fresh schema on the shared PostgreSQL for one test (dropped after), as a state URL;
-    skipped with the reason when no server answers (a failure when CI=true)."""
-    base, reason = base_and_reason
-    if base is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(str(reason))
-        pytest.skip(str(reason))
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield _with_search_path(base, schema)
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute("SET lock_timeout = '10s'")
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

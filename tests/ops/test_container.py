@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from tests.handler_helpers import SHOPIFY_TOKEN
-from tests.ops.helpers import DEPLOY, ROOT, need, postgres_schema
+from tests.ops.helpers import DEPLOY, ROOT, need
+from tests.plugins.store_fixtures import fresh_schema
 from tests.serve_helpers import free_port
 from together_reconcile.sandbox import RunningSandbox
 from together_reconcile.secrets import Keyring, generate_key
@@ -123,7 +124,7 @@ def build_context(tmp: Path) -> tuple[Path, Path]:
 
 @pytest.fixture
 def schema_url(postgres_url_or_skip_reason: tuple[str | None, str | None]) -> Iterator[str]:
-    with postgres_schema(postgres_url_or_skip_reason) as url:
+    with fresh_schema(postgres_url_or_skip_reason) as url:
         yield url
 
 

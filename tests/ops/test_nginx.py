@@ -27,7 +27,8 @@ import httpx
 import pytest
 
 from tests.handler_helpers import SHOPIFY_TOKEN
-from tests.ops.helpers import Nginx, Replica, postgres_schema, replicas, run_nginx
+from tests.ops.helpers import Nginx, Replica, replicas, run_nginx
+from tests.plugins.store_fixtures import fresh_schema
 from tests.serve_helpers import free_port
 from together_reconcile.sandbox import RunningSandbox
 from together_reconcile.secrets import Keyring, generate_key
@@ -75,7 +76,7 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def schema_url(postgres_url_or_skip_reason: tuple[str | None, str | None]) -> Iterator[str]:
-    with postgres_schema(postgres_url_or_skip_reason) as url:
+    with fresh_schema(postgres_url_or_skip_reason) as url:
         yield url
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -56,11 +57,13 @@ def _safe(url: str) -> str:
     return url
 
 
-@pytest.fixture
-def postgres_schema_url(
+@contextmanager
+def fresh_schema(
     postgres_url_or_skip_reason: tuple[str | None, str | None],
 ) -> Iterator[str]:
-    """A PostgreSQL URL whose connections use a fresh schema of their own (dropped after)."""
+    """A PostgreSQL URL whose connections use a fresh schema of their own (dropped after);
+    skipped with the reason when no server answers (a failure when CI=true). For fixtures of
+    any scope (tests/ops keeps one for a module)."""
     base, reason = postgres_url_or_skip_reason
     if base is None:
         message = f"{reason}: start it or set TOGETHER_TEST_POSTGRES_URL"
@@ -76,6 +79,15 @@ def postgres_schema_url(
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute("SET lock_timeout = '10s'")
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def postgres_schema_url(
+    postgres_url_or_skip_reason: tuple[str | None, str | None],
+) -> Iterator[str]:
+    """A PostgreSQL URL whose connections use a fresh schema of their own (dropped after)."""
+    with fresh_schema(postgres_url_or_skip_reason) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
