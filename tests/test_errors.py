@@ -11,8 +11,9 @@ import together_reconcile.cli as cli_module
 from together_reconcile.config import ConfigError
 from together_reconcile.errors import EXIT_ERROR, EXIT_REFUSED, Refused, TogetherError
 from together_reconcile.reconcile.apply import ApplyRefused, PlanFileError
-from together_reconcile.reconcile.observe import SetupError, UnknownAccount
+from together_reconcile.reconcile.observe import SetupError
 from together_reconcile.reconcile.safety import DeleteCapExceeded, StalePlan, UpdateCapExceeded
+from together_reconcile.reconcile.select import UnknownAccount
 from together_reconcile.secrets import SecretKeysError
 from together_reconcile.store import CredentialInputError, LockTimeout, StoreError
 

@@ -357,6 +357,16 @@ def test_status_exits_1_when_the_store_is_unreadable(live: Live, tmp_path: Path)
     assert done.stdout == ""
 
 
+def test_status_refuses_an_unknown_account_as_plan_does(live: Live) -> None:
+    done = live.world.cli("status", "--account", "Nobody.gorgias.com")
+    assert done.code == 1
+    assert done.stderr == (
+        "Error: unknown account(s): nobody.gorgias.com: no file in the accounts folder and "
+        "not managed by together-reconcile\n"
+    )
+    assert done.stdout == ""
+
+
 # == verify ==================================================================================
 
 

@@ -10,6 +10,7 @@ import click
 from together_reconcile import config, secrets
 from together_reconcile import store as store_module
 from together_reconcile.cli import Options
+from together_reconcile.reconcile import select
 from together_reconcile.reconcile import status as status_module
 from together_reconcile.reconcile import verify as verify_module
 from together_reconcile.reconcile.observe import SetupError, public_url_from_env
@@ -42,20 +43,13 @@ def status_command(options: Options, as_json: bool, accounts: tuple[str, ...]) -
     what was applied, the last verification, and the next step. No network. Exit 0; 1 when
     the files or the store cannot be read.
     """
-    try:
-        files = config.load_accounts(options.accounts_dir)
-        with store_module.Store.open(options.state_url) as store:
-            managed = store.list_managed()
-            credentials = store.list_credentials()
-            verifications = store.list_verifications()
-    except (config.ConfigError, store_module.StoreError) as error:
-        raise click.ClickException(str(error)) from None
-    unknown = status_module.unknown_accounts(files, managed, accounts)
-    if unknown:
-        raise click.ClickException(
-            f"unknown account(s): {', '.join(unknown)}: no file in the accounts folder and "
-            "not managed by together-reconcile"
-        )
+    # ConfigError, StoreError and UnknownAccount reach the root group (exit 1 with the message).
+    files = config.load_accounts(options.accounts_dir)
+    with store_module.Store.open(options.state_url) as store:
+        managed = store.list_managed()
+        credentials = store.list_credentials()
+        verifications = store.list_verifications()
+    select.covered(files, managed, accounts)  # UnknownAccount for a name neither knows
     statuses = status_module.account_statuses(
         files,
         managed,
@@ -105,23 +99,14 @@ def verify_command(
     event with the account's current token; ok only when the handler answered after asking
     Shopify. Results are recorded for `status`. Exit 0 all ok, 1 any failed.
     """
-    try:
-        public_url = public_url_from_env(os.environ)
-        keyring = secrets.Keyring.from_env(os.environ.get(secrets.ENV_VAR))
-        files = config.load_accounts(options.accounts_dir)
-        store = store_module.Store.open(options.state_url, keyring)
-    except (SetupError, secrets.SecretKeysError, config.ConfigError) as error:
-        raise click.ClickException(str(error)) from None
-    except store_module.StoreError as error:
-        raise click.ClickException(str(error)) from None
-    try:
+    # Its errors (SetupError, SecretKeysError, ConfigError, StoreError) reach the root group.
+    public_url = public_url_from_env(os.environ)
+    keyring = secrets.Keyring.from_env(os.environ.get(secrets.ENV_VAR))
+    files = config.load_accounts(options.accounts_dir)
+    with store_module.Store.open(options.state_url, keyring) as store:
         results = run_verify(
             store, keyring, public_url, files, accounts, timeout_s=timeout, wait_s=wait_s
         )
-    except store_module.StoreError as error:
-        raise click.ClickException(str(error)) from None
-    finally:
-        store.close()
     if as_json:
         click.echo(json.dumps({"accounts": [r.as_json() for r in results]}, indent=2))
     else:

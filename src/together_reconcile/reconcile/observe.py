@@ -61,6 +61,7 @@ from together_reconcile.reconcile.plan import (
     plan_account,
     sorted_plan,
 )
+from together_reconcile.reconcile.select import covered
 from together_reconcile.secrets import Keyring, fingerprint
 from together_reconcile.store import Credential, Store
 
@@ -76,10 +77,6 @@ DEFAULT_PLAN_CONCURRENCY = 128
 
 class SetupError(TogetherError):
     """A missing or bad setting: the message says what to set."""
-
-
-class UnknownAccount(SetupError):
-    """`--account` named a domain that is neither in the accounts folder nor managed."""
 
 
 @dataclass(frozen=True)
@@ -229,15 +226,7 @@ class Reconciler:
 
     def scope(self, only: Iterable[str] = ()) -> list[str]:
         """The accounts covered: every account file plus every managed account (or `only`)."""
-        known = set(self.desired.accounts) | set(self.managed)
-        wanted = [domain.strip().lower() for domain in only]
-        unknown = sorted(domain for domain in wanted if domain not in known)
-        if unknown:
-            raise UnknownAccount(
-                f"unknown account(s): {', '.join(unknown)}: no file in the accounts folder "
-                "and not managed by together-reconcile"
-            )
-        return sorted(set(wanted) if wanted else known)
+        return covered(self.desired.accounts, self.managed, only)
 
     def client(self, domain: str, auth: GorgiasAuth) -> GorgiasClient:
         return self.client_factory(domain, auth)

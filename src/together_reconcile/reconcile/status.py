@@ -203,10 +203,3 @@ def account_statuses(
             AccountStatus(domain, store, file, gorgias, shopify, applied, verified, code, message)
         )
     return result
-
-
-def unknown_accounts(
-    files: Mapping[str, AccountFile], managed: Mapping[str, ManagedAccount], only: Iterable[str]
-) -> list[str]:
-    known = set(files) | set(managed)
-    return sorted({d.strip().lower() for d in only} - known)
