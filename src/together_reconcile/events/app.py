@@ -89,6 +89,13 @@ class OrdersLookup(Protocol):
     ) -> list[Any]: ...
 
 
+def plain_number(text: str, *, point: bool = False) -> bool:
+    """ASCII digits (with `point`: at most one "."), what int() / float() then surely read.
+    str.isdigit alone also takes "²" or "٣", which int() refuses: a 500 or a crash at start."""
+    digits = text.replace(".", "", 1) if point else text
+    return text.isascii() and digits.isdigit()
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the handler needs; `from_env` reads the SPEC's environment variables."""
@@ -122,13 +129,9 @@ class Settings:
         pool = (environ.get("TOGETHER_STORE_POOL_SIZE") or "").strip()
         ttl = (environ.get("TOGETHER_CREDENTIAL_TTL") or "").strip()
         return cls(
-            credential_ttl_s=float(ttl) if ttl.replace(".", "", 1).isdigit() else CREDENTIAL_TTL_S,
+            credential_ttl_s=float(ttl) if plain_number(ttl, point=True) else CREDENTIAL_TTL_S,
             accounts_dir=accounts_dir or Path(environ.get("TOGETHER_ACCOUNTS_DIR") or "accounts"),
-            store_pool_size=(
-                int(pool)
-                if pool.isascii() and pool.isdigit() and int(pool) > 0
-                else STORE_POOL_SIZE
-            ),
+            store_pool_size=int(pool) if plain_number(pool) and int(pool) > 0 else STORE_POOL_SIZE,
             state_url=state_url or environ.get("TOGETHER_STATE_URL") or DEFAULT_STATE_URL,
             keyring=Keyring.from_env(environ.get("TOGETHER_SECRET_KEYS")),
             shopify=ShopifySettings.from_env(environ),
@@ -615,7 +618,7 @@ def read_body(environ: dict[str, Any], max_bytes: int = MAX_BODY_BYTES) -> bytes
     declared = (environ.get("CONTENT_LENGTH") or "").strip()
     try:
         if declared:
-            if not (declared.isascii() and declared.isdigit()):
+            if not plain_number(declared):
                 raise HttpError(
                     400, "invalid_content_length", "Content-Length is not a number", close=True
                 )

@@ -137,7 +137,7 @@ def _lock_is_stale(row: sa.Row[Any], now: datetime) -> bool:
         return True
     host, _, rest = str(row.holder).partition(":")
     pid_text = rest.split(":", 1)[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
+    if host != socket.gethostname() or not (pid_text.isascii() and pid_text.isdigit()):
         return False
     return not _process_exists(int(pid_text))
 
