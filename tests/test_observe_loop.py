@@ -3,6 +3,9 @@ for what may block (a proxy, a client or kind that cannot list on the loop)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +74,34 @@ def test_a_plan_lists_every_account_on_the_event_loop(
     assert len(sandbox.control.requests()) == 2 * len(ACCOUNTS)
     started = {thread.name for thread in threading.enumerate()} - threads_before
     assert not [name for name in started if name.startswith("observe")]
+
+
+PLAN_PROBE = """
+import sys
+from together_reconcile.cli import run
+try:
+    run()
+except SystemExit as exit_:
+    sys.stderr.write(f"\\nEXIT {exit_.code} HTTPX {'httpx' in sys.modules}\\n")
+"""
+
+
+def test_the_plan_command_never_loads_httpx_when_no_token_needs_a_refresh(
+    session: Session, tmp_path: Path
+) -> None:
+    """httpx is for token requests (and proxies) only: a plan whose stored tokens need no
+    refresh runs in a process that never imports it."""
+    folders = ["--accounts-dir", str(tmp_path / "accounts")]
+    store = ["--state-url", f"sqlite:///{tmp_path}/state.db"]
+    result = subprocess.run(
+        [sys.executable, "-c", PLAN_PROBE, *folders, *store, "plan", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.stderr.endswith("\nEXIT 0 HTTPX False\n"), result.stderr
+    assert json.loads(result.stdout)["summary"]["in_sync"] == len(ACCOUNTS)
 
 
 def test_a_401_blocks_only_that_account_on_the_loop(

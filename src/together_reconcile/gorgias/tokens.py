@@ -16,10 +16,11 @@ No token appears in any message, `repr` or log line.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from together_reconcile.gorgias.reasons import (
     CREDENTIALS_REJECTED,
@@ -106,6 +107,43 @@ def token_http_client() -> httpx.Client:
     return httpx.Client(timeout=httpx.Timeout(TOKEN_TIMEOUT_S, connect=5.0), follow_redirects=False)
 
 
+class TokenPoster(Protocol):
+    """What a token request needs of its HTTP client: `httpx.Client.post`."""
+
+    def post(
+        self,
+        url: str,
+        *,
+        data: dict[str, str],
+        auth: tuple[str, str],
+        headers: dict[str, str],
+    ) -> httpx.Response: ...
+
+
+class ClientOnFirstPost:
+    """A `token_http_client()` made on the first token request, then kept (thread-safe).
+
+    A plan whose tokens are all fresh sends none, so it never loads httpx.
+    """
+
+    def __init__(self) -> None:
+        self._made = threading.Lock()
+        self._client: httpx.Client | None = None
+
+    def post(
+        self,
+        url: str,
+        *,
+        data: dict[str, str],
+        auth: tuple[str, str],
+        headers: dict[str, str],
+    ) -> httpx.Response:
+        with self._made:
+            if self._client is None:
+                self._client = token_http_client()
+        return self._client.post(url, data=data, auth=auth, headers=headers)
+
+
 def _error_code(response: httpx.Response) -> str | None:
     try:
         document = response.json()
@@ -116,7 +154,7 @@ def _error_code(response: httpx.Response) -> str | None:
 
 
 def request_tokens(
-    app: OAuthApp, http: httpx.Client, subdomain: str, form: dict[str, str]
+    app: OAuthApp, http: TokenPoster, subdomain: str, form: dict[str, str]
 ) -> TokenGrant:
     """POST one grant to the account's token endpoint; `TokenEndpointError` unless it worked."""
     import httpx
@@ -186,7 +224,7 @@ def _parse_grant(response: httpx.Response, where: str) -> TokenGrant:
 
 
 def exchange_code(
-    app: OAuthApp, http: httpx.Client, subdomain: str, *, code: str, redirect_uri: str
+    app: OAuthApp, http: TokenPoster, subdomain: str, *, code: str, redirect_uri: str
 ) -> TokenGrant:
     """Redeem an authorization code (`grant_type=authorization_code`)."""
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
@@ -194,7 +232,7 @@ def exchange_code(
 
 
 def refresh_grant(
-    app: OAuthApp, http: httpx.Client, subdomain: str, refresh_token: str
+    app: OAuthApp, http: TokenPoster, subdomain: str, refresh_token: str
 ) -> TokenGrant:
     """Trade a refresh token for new tokens (`grant_type=refresh_token`)."""
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
@@ -239,7 +277,7 @@ def ensure_fresh_gorgias_token(
     *,
     app: OAuthApp | None,
     now: datetime,
-    http: httpx.Client,
+    http: TokenPoster,
 ) -> Credential | TokenBlocked:
     """The account's Gorgias credential, refreshed first if it expires within 5 minutes.
 
@@ -260,7 +298,7 @@ def refresh_after_rejection(
     *,
     app: OAuthApp | None,
     now: datetime,
-    http: httpx.Client,
+    http: TokenPoster,
 ) -> Credential | TokenBlocked:
     """Gorgias answered 401 to `rejected_access_token`: refresh once, whatever its expiry.
 
@@ -292,7 +330,7 @@ def _refresh_locked(
     store: Store,
     domain: str,
     app: OAuthApp,
-    http: httpx.Client,
+    http: TokenPoster,
     now: datetime,
     still_needed: Callable[[Credential], bool],
 ) -> Credential | TokenBlocked:
@@ -342,7 +380,7 @@ class GorgiasTokenRefresher:
     ) -> None:
         self._store = store
         self._app = app
-        self._http = http or token_http_client()
+        self._http: TokenPoster = http if http is not None else ClientOnFirstPost()
         self._now = now
 
     @classmethod
