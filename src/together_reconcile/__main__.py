@@ -1,4 +1,4 @@
-from together_reconcile.cli import main
+from together_reconcile.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -8,6 +8,8 @@ where each lives and its one-line help (what `--help` lists without importing an
 
 from __future__ import annotations
 
+import atexit
+import gc
 import importlib
 import sys
 from dataclasses import dataclass
@@ -86,10 +88,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+_whole_process = False  # set by `run`: this process exists only to run one command
+
+
 def load_command(name: str) -> click.Command:
     """Import the module of one command and return its click command."""
     module_name, attribute = COMMANDS[name][0].split(":")
     module = importlib.import_module(f"{__name__}.{module_name}")
+    if _whole_process:
+        # What the command imported lives as long as the process: the garbage collector
+        # need not walk it on every full collection (tens of ms over a plan of 1,000 accounts).
+        gc.freeze()
     command = getattr(module, attribute)
     if not isinstance(command, click.Command):
         raise TypeError(f"{name}: {module_name}.{attribute} is not a click command")
@@ -158,3 +167,18 @@ class TogetherGroup(click.Group):
 def main(ctx: click.Context, accounts_dir: Path, state_url: str) -> None:
     """Reconcile Together's Gorgias integration from accounts/*.yaml, and serve its events."""
     ctx.obj = Options(accounts_dir=accounts_dir, state_url=state_url)
+
+
+def run() -> None:
+    """The `together-reconcile` program (and `python -m together_reconcile`): `main` in a
+    process of its own.
+
+    Collection is only for a process that goes on: at exit the collector would walk every
+    object the command made (about 0.1 s after a plan of 1,000 accounts) to free memory the
+    operating system takes back anyway. Freezing them first skips that walk; streams are
+    still flushed and exit handlers still run.
+    """
+    global _whole_process
+    _whole_process = True
+    atexit.register(gc.freeze)
+    main()
