@@ -195,7 +195,7 @@ class _AnswerReader:
                 return Answer(
                     head.status_code,
                     head.reason.decode("latin-1"),
-                    Headers(head.headers),
+                    Headers(head.headers.raw_items()),
                     b"".join(self._chunks),
                 )
             elif isinstance(event, h11.ConnectionClosed):
@@ -430,10 +430,14 @@ class _AsyncConnection:
         body: bytes | None,
         timeouts: Timeouts,
     ) -> tuple[Answer, bool]:
-        self.writer.write(_request_bytes(self.h11, method, target, headers, body))
+        writer = self.writer
+        writer.write(_request_bytes(self.h11, method, target, headers, body))
         try:
-            async with asyncio.timeout(timeouts.write):
-                await self.writer.drain()
+            if writer.transport.get_write_buffer_size() == 0:
+                await writer.drain()  # all handed to the kernel: returns at once (or raises)
+            else:
+                async with asyncio.timeout(timeouts.write):
+                    await writer.drain()
         except TimeoutError:
             raise TransportError("WriteTimeout", "sending timed out", sent=True) from None
         except OSError as error:
