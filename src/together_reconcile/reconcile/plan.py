@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from together_reconcile.gorgias.reasons import (
@@ -59,7 +60,13 @@ class AccountPlan:
     message: str | None = None
     notes: tuple[str, ...] = ()
     wanted: bool = True
-    observed_fingerprint: str | None = None
+    observed: Observed | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def observed_fingerprint(self) -> str | None:
+        """Computed when first asked for (a saved plan, apply's staleness check): a plan that
+        is only shown never pays for it."""
+        return None if self.observed is None else self.observed.fingerprint()
 
     @property
     def has_changes(self) -> bool:
@@ -172,6 +179,17 @@ def widget_diff(
 ) -> tuple[FieldDiff, ...]:
     """Field-level diff of a widget, with its reactivation; `observed=None` means a create."""
     return WIDGET.changes(desired, observed)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What was observed of one account, and the kinds it was observed as."""
+
+    observation: Observation
+    kinds: Sequence[Kind]
+
+    def fingerprint(self) -> str:
+        return observed_fingerprint(self.observation, self.kinds)
 
 
 def observed_fingerprint(observation: Observation, kinds: Sequence[Kind] = KINDS) -> str:
@@ -306,7 +324,7 @@ def plan_account(
         ordered,
         notes=notes,
         wanted=desired is not None,
-        observed_fingerprint=observed_fingerprint(observation, kinds),
+        observed=Observed(observation, kinds),
     )
 
 
