@@ -99,6 +99,7 @@ def load_command(name: str) -> click.Command:
         # What the command imported lives as long as the process: the garbage collector
         # need not walk it on every full collection (tens of ms over a plan of 1,000 accounts).
         gc.freeze()
+        gc.enable()
     command = getattr(module, attribute)
     if not isinstance(command, click.Command):
         raise TypeError(f"{name}: {module_name}.{attribute} is not a click command")
@@ -180,5 +181,6 @@ def run() -> None:
     """
     global _whole_process
     _whole_process = True
+    gc.disable()  # until the command is imported: imports make objects that live on
     atexit.register(gc.freeze)
     main()
