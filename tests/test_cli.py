@@ -55,3 +55,31 @@ def test_serve_help_states_the_defaults_serve_really_uses() -> None:
     defaults = serve.ServeOptions()
     for value in (defaults.host, defaults.port, defaults.workers, defaults.threads):
         assert f"[default: {value}]" in help_text
+
+
+GC_PROBE = """
+import atexit, gc, sys
+from together_reconcile.cli import run
+atexit.register(lambda: sys.stderr.write(f"\\nGC {gc.isenabled()} {gc.get_threshold()}\\n"))
+run()
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "thresholds"),
+    [
+        (["keygen"], "(200000, 30, 30)"),  # a command that runs once: rare collections
+        (["serve", "--help"], "(700, 10, 10)"),  # a server keeps Python's usual short pauses
+        (["--help"], "(700, 10, 10)"),  # no command loaded: nothing changed
+    ],
+)
+def test_the_program_paces_garbage_collection_by_command(args: list[str], thresholds: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", GC_PROBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.endswith(f"\nGC True {thresholds}\n")
