@@ -272,6 +272,26 @@ def test_a_url_that_cannot_be_sent(url: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("url", "host", "target"),
+    [
+        ("/api/integrations?limit=100", "127.0.0.1", "/api/integrations?limit=100"),
+        ("?limit=1", "127.0.0.1", "/?limit=1"),
+        ("", "127.0.0.1", "/"),
+        ("/p?q=1#fragment", "127.0.0.1", "/p?q=1"),
+    ],
+    ids=["path-and-query", "query-only", "nothing", "fragment-dropped"],
+)
+def test_the_request_line_and_host_as_sent(serve: Serve, url: str, host: str, target: str) -> None:
+    server = serve(lambda _r: answer())
+    H11Client().request("GET", server.url + url)
+    H11Client().request("GET", "HTTP" + server.url.removeprefix("http") + url)  # any case
+    sent = [seen.head.split("\r\n") for seen in server.seen]
+    assert [(lines[0], lines[1]) for lines in sent] == [
+        (f"GET {target} HTTP/1.1", f"Host: {host}:{server.port}")
+    ] * 2
+
+
+@pytest.mark.parametrize(
     "value", ["Bearer tok-secret\r\nX: b", "Bearer tok-secret\n", "tok-secret\x00"]
 )
 def test_a_header_with_a_line_break_is_never_sent_nor_shown(serve: Serve, value: str) -> None:

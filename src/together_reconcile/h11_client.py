@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import select
@@ -112,7 +113,20 @@ class _Origin:
 
 
 def _split(url: str) -> tuple[_Origin, str]:
-    """``https://h:1/p?q`` → (origin, ``/p?q``)."""
+    """``https://h:1/p?q`` → (origin, ``/p?q``); each distinct origin is parsed once."""
+    scheme, separator, rest = url.partition("://")
+    cut = len(rest)
+    for mark in "/?#":
+        found = rest.find(mark)
+        if 0 <= found < cut:
+            cut = found
+    origin = _origin(f"{scheme}{separator}{rest[:cut]}")
+    target = rest[cut:].partition("#")[0]
+    return origin, target if target.startswith("/") else f"/{target}"
+
+
+@functools.lru_cache(maxsize=256)
+def _origin(url: str) -> _Origin:
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -127,8 +141,7 @@ def _split(url: str) -> tuple[_Origin, str]:
             sent=False,
             unsendable=True,
         )
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return _Origin(parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme]), target
+    return _Origin(parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme])
 
 
 def default_ssl_context() -> ssl.SSLContext:
