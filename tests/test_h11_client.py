@@ -43,8 +43,10 @@ class Seen:
 
 
 # What the server does with a request: bytes to send (then keep reading), or ("close", bytes)
-# to send and then close, or "hang" (read, never answer), or "drop" (close without a word).
+# to send and then close, or ("trickle", bytes) to send a byte every TRICKLE_PAUSE_S, or "hang"
+# (read, never answer), or "drop" (close without a word).
 Action = bytes | tuple[str, bytes] | str
+TRICKLE_PAUSE_S = 0.01
 
 
 @dataclass
@@ -111,6 +113,11 @@ class ScriptedServer:
                     return
                 if action == "drop":
                     return
+                if isinstance(action, tuple) and action[0] == "trickle":
+                    for piece in action[1]:  # a byte at a time, a pause between
+                        conn.sendall(bytes([piece]))
+                        self._stop.wait(TRICKLE_PAUSE_S)
+                    continue
                 if isinstance(action, tuple):
                     conn.sendall(action[1])
                     return
@@ -512,6 +519,44 @@ def test_async_failures_are_named_and_classed_as_the_sync_ones(serve: Serve) -> 
     assert (dropped.name, dropped.sent) == ("RemoteProtocolError", True)
     bad = async_failure("ftp://127.0.0.1/")
     assert (bad.name, bad.unsendable) == ("UnsupportedProtocol", True)
+
+
+def test_an_answer_whose_bytes_keep_coming_is_not_a_read_timeout(serve: Serve) -> None:
+    """The read timeout is the longest wait for the next bytes, not for the whole answer
+    (as httpx's): 40 pauses of 10 ms outlast a 0.2 s timeout without tripping it."""
+    slow = answer(b'{"n": 1}')[:40], answer(b'{"n": 1}')[40:]
+    server = serve(lambda _r: ("trickle", slow[0] + slow[1]))
+    timeouts = Timeouts(read=0.2)
+    assert len(slow[0]) * TRICKLE_PAUSE_S > timeouts.read
+    assert H11Client(timeouts=timeouts).request("GET", server.url + "/").json() == {"n": 1}
+
+    async def run() -> object:
+        client = AsyncH11Client(timeouts=timeouts)
+        try:
+            return (await client.request("GET", server.url + "/")).json()
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == {"n": 1}
+
+
+def test_a_connection_with_bytes_nobody_asked_for_is_not_reused(serve: Serve) -> None:
+    server = serve(lambda _r: answer() + b"HTTP/1.1 200 OK\r\n")  # a stray extra answer
+
+    async def run() -> None:
+        client = AsyncH11Client()
+        await client.request("GET", server.url + "/a")
+        await asyncio.sleep(0.1)  # the stray bytes reach the loop
+        await client.request("GET", server.url + "/b")
+        await client.aclose()
+
+    asyncio.run(run())
+    sync = H11Client()
+    sync.request("GET", server.url + "/c")
+    time.sleep(0.1)
+    sync.request("GET", server.url + "/d")
+    ports = [seen.port for seen in server.seen]
+    assert len(set(ports)) == 4, ports
 
 
 def test_async_tls_verified(serve: Serve, certificate: tuple[Path, Path]) -> None:

@@ -237,7 +237,8 @@ class _Connection:
     def usable(self, now: float, expiry: float) -> bool:
         """Still worth reusing: not idle too long, and nothing to read (a readable idle
         connection was closed by the server, or holds bytes nobody asked for)."""
-        if now - self.idle_since > expiry:
+        unasked, _ = self.h11.trailing_data  # came with the last answer, read already
+        if now - self.idle_since > expiry or unasked:
             return False
         try:
             readable, _, _ = select.select([self.sock], [], [], 0)
@@ -421,19 +422,101 @@ def _close_pool(pool: _Pool) -> None:
     pool.clear()
 
 
-class _AsyncConnection:
-    """One asyncio stream pair and its h11 state: one request at a time."""
+class _AsyncConnection(asyncio.Protocol):
+    """One connection on the event loop and its h11 state: one request at a time.
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    A protocol, not streams: the bytes go to h11 as they arrive and complete the awaited
+    answer, with one timer per request for the read timeout (`asyncio.timeout` around each
+    stream read cost a timer and a context per read)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self.h11 = h11.Connection(h11.CLIENT)
         self.idle_since = time.monotonic()
+        self.transport: asyncio.Transport | None = None
+        self.closed = loop.create_future()  # done when the connection is lost
+        self._reader: _AnswerReader | None = None
+        self._answer: asyncio.Future[Answer] | None = None
+        self._last_bytes = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._eof = False
+        self._writable: asyncio.Future[None] | None = None  # set while writing is paused
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._last_bytes = self.loop.time()
+        self.h11.receive_data(data)
+        self._advance()
+
+    def eof_received(self) -> bool:
+        self._end_of_bytes()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_exception(ConnectionResetError())
+        answer = self._answer
+        if exc is not None and answer is not None and not answer.done():
+            answer.set_exception(TransportError("ReadError", type(exc).__name__, sent=True))
+        self._end_of_bytes()
+
+    def pause_writing(self) -> None:
+        self._writable = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    # -- the request
+
+    def _end_of_bytes(self) -> None:
+        if not self._eof:
+            self._eof = True
+            self.h11.receive_data(b"")
+            self._advance()
+
+    def _advance(self) -> None:
+        """Complete the awaited answer if h11 now has all of it (or a broken one)."""
+        answer = self._answer
+        if answer is None or answer.done() or self._reader is None:
+            return
+        try:
+            complete = self._reader.answer()
+        except TransportError as error:
+            answer.set_exception(error)
+            return
+        if complete is not None:
+            answer.set_result(complete)
+
+    def _read_deadline(self, read_timeout: float) -> None:
+        answer = self._answer
+        if answer is None or answer.done():
+            return
+        due = self._last_bytes + read_timeout
+        if self.loop.time() < due:  # bytes came meanwhile: wait from the last of them
+            self._timer = self.loop.call_at(due, self._read_deadline, read_timeout)
+            return
+        answer.set_exception(TransportError("ReadTimeout", "no answer in time", sent=True))
 
     def usable(self, now: float, expiry: float) -> bool:
-        """Not idle too long, not closed by the server."""
-        closed = self.reader.at_eof() or self.writer.is_closing()
-        return not closed and now - self.idle_since <= expiry
+        """Not idle too long, not closed by the server, nothing unasked for arrived."""
+        unasked, _ = self.h11.trailing_data
+        return (
+            not self._eof
+            and not self.closed.done()
+            and self.transport is not None
+            and not self.transport.is_closing()
+            and not unasked
+            and now - self.idle_since <= expiry
+        )
 
     async def exchange(
         self,
@@ -443,36 +526,40 @@ class _AsyncConnection:
         body: bytes | None,
         timeouts: Timeouts,
     ) -> tuple[Answer, bool]:
-        writer = self.writer
-        writer.write(_request_bytes(self.h11, method, target, headers, body))
-        try:
-            if writer.transport.get_write_buffer_size() == 0:
-                await writer.drain()  # all handed to the kernel: returns at once (or raises)
-            else:
-                async with asyncio.timeout(timeouts.write):
-                    await writer.drain()
-        except TimeoutError:
-            raise TransportError("WriteTimeout", "sending timed out", sent=True) from None
-        except OSError as error:
-            raise TransportError("WriteError", type(error).__name__, sent=True) from None
-        reader = _AnswerReader(self.h11)
-        while (answer := reader.answer()) is None:
+        transport = self.transport
+        assert transport is not None
+        loop = self.loop
+        data = _request_bytes(self.h11, method, target, headers, body)
+        self._reader = _AnswerReader(self.h11)
+        self._answer = answer = loop.create_future()
+        transport.write(data)
+        if self._writable is not None:  # the kernel's buffer is full: wait until it drains
             try:
-                async with asyncio.timeout(timeouts.read):
-                    data = await self.reader.read(READ_SIZE)
+                async with asyncio.timeout(timeouts.write):
+                    await self._writable
             except TimeoutError:
-                raise TransportError("ReadTimeout", "no answer in time", sent=True) from None
+                raise TransportError("WriteTimeout", "sending timed out", sent=True) from None
             except OSError as error:
-                raise TransportError("ReadError", type(error).__name__, sent=True) from None
-            self.h11.receive_data(data)
-        reusable = reader.reusable()
+                raise TransportError("WriteError", type(error).__name__, sent=True) from None
+        self._last_bytes = loop.time()
+        self._timer = loop.call_at(
+            self._last_bytes + timeouts.read, self._read_deadline, timeouts.read
+        )
+        self._advance()  # the whole answer may be here already
+        try:
+            got = await answer
+        finally:
+            self._timer.cancel()
+            self._answer = None
+        reusable = self._reader.reusable()
         if reusable:
             self.idle_since = time.monotonic()
-        return answer, reusable
+        return got, reusable
 
     def close(self) -> None:
-        with contextlib.suppress(OSError, RuntimeError):  # RuntimeError: the loop is closed
-            self.writer.close()
+        if self.transport is not None:
+            with contextlib.suppress(RuntimeError):  # RuntimeError: the loop is closed
+                self.transport.close()
 
 
 class AsyncH11Client(_Settings):
@@ -520,24 +607,21 @@ class AsyncH11Client(_Settings):
             if self._ssl_context is None:
                 self._ssl_context = default_ssl_context()
             tls = self._ssl_context
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.timeouts.connect):
-                reader, writer = await asyncio.open_connection(
+                _, connection = await loop.create_connection(
+                    lambda: _AsyncConnection(loop),
                     origin.host,
                     origin.port,
                     ssl=tls,
                     server_hostname=origin.host if tls else None,
-                    limit=READ_SIZE,
                 )
         except TimeoutError:
             raise TransportError("ConnectTimeout", "connecting timed out", sent=False) from None
         except OSError as error:  # ssl.SSLError included
             raise TransportError("ConnectError", type(error).__name__, sent=False) from None
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return _AsyncConnection(reader, writer)
+        return connection  # TCP_NODELAY: asyncio sets it on every TCP transport
 
     def idle_connections(self) -> int:
         return sum(len(idle) for idle in self._idle.values())
@@ -551,4 +635,4 @@ class AsyncH11Client(_Settings):
             connection.close()
         for connection in idle:
             with contextlib.suppress(OSError, RuntimeError):
-                await connection.writer.wait_closed()
+                await connection.closed
