@@ -16,6 +16,7 @@ import pytest
 from together_reconcile.reconcile import observe as observe_module
 from together_reconcile.reconcile.apply import Applier
 from together_reconcile.reconcile.observe import Session, make_plan, open_session
+from together_reconcile.reconcile.render import render_json
 from together_reconcile.sandbox import RunningSandbox
 from together_reconcile.secrets import generate_key
 from together_reconcile.store import Credential
@@ -149,3 +150,89 @@ def test_behind_a_proxy_the_accounts_are_observed_in_threads_through_httpx(
     assert plan.summary["in_sync"] == len(ACCOUNTS)
     assert len(observed_in) == len(ACCOUNTS)
     assert all(name.startswith("observe") for name in observed_in)
+
+
+# -- an in-sync account in one round trip (the last apply's integration id as a guess) ---------
+
+
+def reopened(tmp_path: Path) -> Session:
+    """The session a later run opens: the store now holds the ids the apply recorded."""
+    return open_session(tmp_path / "accounts", f"sqlite:///{tmp_path}/state.db")
+
+
+def test_the_widgets_of_the_recorded_integration_are_listed_while_integrations_are(
+    session: Session, sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    """The integrations list of shop00 is held 0.5 s: its widgets list, sent at the same time
+    for the integration the last apply recorded, is answered (and logged) first."""
+    later = reopened(tmp_path)
+    try:
+        assert set(later.reconciler.last_applied) == {f"{sub}.gorgias.com" for sub in ACCOUNTS}
+        sandbox.control.clear_requests()
+        sandbox.control.add_fault(
+            target="gorgias",
+            kind="slow",
+            method="GET",
+            path_contains="/api/integrations",
+            account="shop00",
+            delay_s=0.5,
+        )
+        plan = make_plan(later.reconciler, ["shop00.gorgias.com"])
+    finally:
+        later.store.close()
+    assert plan.summary["in_sync"] == 1
+    logged = [entry["path"] for entry in sandbox.control.requests()]
+    assert logged == ["/gorgias/shop00/api/widgets", "/gorgias/shop00/api/integrations"]
+
+
+def test_a_wrong_guess_is_cancelled_and_the_plan_is_the_same(
+    session: Session, sandbox: RunningSandbox, tmp_path: Path
+) -> None:
+    """An integration id that is no longer ours (recreated by hand, say): its early widget
+    list is not used; the widgets of the integration actually observed are listed after."""
+    later = reopened(tmp_path)
+    try:
+        reconciler = later.reconciler
+        domains = reconciler.scope()
+        guessed_wrong = observe_module.Reconciler(
+            reconciler.desired,
+            reconciler.managed,
+            reconciler.auth,
+            last_applied={domain: {"integration": 987654} for domain in domains},
+        )
+        sandbox.control.clear_requests()
+        wrong = make_plan(guessed_wrong, domains)
+        requests = sandbox.control.requests()
+        right = make_plan(reconciler, domains)
+    finally:
+        later.store.close()
+    assert render_json(wrong) == render_json(right)
+    assert wrong.summary["in_sync"] == len(ACCOUNTS)
+    widget_queries = [e["query"] for e in requests if e["path"].endswith("/api/widgets")]
+    assert len(requests) <= 3 * len(ACCOUNTS)
+    assert sum("integration_id=987654" in query for query in widget_queries) <= len(ACCOUNTS)
+    assert sum("integration_id=987654" not in query for query in widget_queries) == len(ACCOUNTS)
+
+
+def test_a_401_while_the_early_list_is_out_blocks_the_account_and_leaves_nothing_running(
+    session: Session, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    later = reopened(tmp_path)
+    try:
+        domains = later.reconciler.scope()
+        credentials = dict(later.store.get_credentials("gorgias", domains))
+        credentials["shop03.gorgias.com"] = Credential("gorgias", "shop03.gorgias.com", "revoked")
+        reconciler = observe_module.Reconciler(
+            later.reconciler.desired,
+            later.reconciler.managed,
+            observe_module.GorgiasAuthProvider(credentials),
+            last_applied=later.reconciler.last_applied,
+        )
+        with caplog.at_level("ERROR", logger="asyncio"):
+            plan = make_plan(reconciler, domains)
+    finally:
+        later.store.close()
+    blocked = [(a.gorgias_account, a.reason) for a in plan.accounts if a.action == "blocked"]
+    assert blocked == [("shop03.gorgias.com", "credentials_rejected")]
+    assert plan.summary["in_sync"] == len(ACCOUNTS) - 1
+    assert [record.getMessage() for record in caplog.records] == []  # no task left failing

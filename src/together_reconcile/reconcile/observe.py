@@ -2,9 +2,11 @@
 
 The I/O half of planning. Accounts are observed on one asyncio event loop (one `GorgiasClient`
 per account, its lists sent through `h11_client.AsyncH11Client`; what may block runs in worker
-threads); an in-sync account costs two requests: list integrations, then list the widgets
-bound to our integration. Each account's Gorgias auth comes from `GorgiasAuthProvider`, the one
-place where token refresh (before use, or after a 401) is to be added.
+threads); an in-sync account costs two requests: list integrations, and list the widgets
+bound to our integration (both at once when the last apply recorded the integration's id,
+then checked against what is listed). Each account's Gorgias auth comes from
+`GorgiasAuthProvider`, the one place where token refresh (before use, or after a 401) is to
+be added.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import threading
 from collections.abc import Callable, Collection, Generator, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -223,6 +225,10 @@ class Reconciler:
     auth: GorgiasAuthProvider
     client_factory: ClientFactory = default_client_factory
     kinds: tuple[Kind, ...] = KINDS  # what is planned and applied (reconcile.kinds)
+    # Each account's object ids as its last apply recorded them (kind name -> id): a guess
+    # that lets a plan list the children of a root object while listing the roots; what is
+    # observed decides, the guess only saves a round trip when it is right.
+    last_applied: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     def scope(self, only: Iterable[str] = ()) -> list[str]:
         """The accounts covered: every account file plus every managed account (or `only`)."""
@@ -274,21 +280,46 @@ def observe(client: GorgiasClient, kinds: Sequence[Kind] = KINDS) -> Observation
 
 
 async def observe_async(
-    client: GorgiasClient, kinds: Sequence[Kind], sender: AsyncSender
+    client: GorgiasClient,
+    kinds: Sequence[Kind],
+    sender: AsyncSender,
+    likely_ids: Mapping[str, int] | None = None,
 ) -> Observation:
     """`observe`, each list sent through `sender` on the running event loop (every kind
-    must have a `listing`)."""
+    must have a `listing`).
+
+    `likely_ids` (kind name -> id, from the last apply) lists the children of those objects
+    at the same time as their parents' kind: an in-sync account then costs one round trip
+    instead of two. A list is used only if the observation asks for it (the object is still
+    ours); a wrong guess is cancelled, and its list is made again the usual way."""
+    for kind in kinds:
+        if kind.listing is None:
+            raise ValueError(f"the {kind.name} kind has no listing to observe it with")
+    early: dict[tuple[str, int | None], asyncio.Future[list[JSON]]] = {}
+    for kind in kinds:
+        guess = (likely_ids or {}).get(kind.parent) if kind.parent else None
+        if kind.listing is not None and guess is not None:
+            listing = client.list_async(sender, *kind.listing(guess))
+            early[(kind.name, guess)] = asyncio.ensure_future(listing)
     steps = _observation_steps(kinds)
     try:
         kind, parent_id = next(steps)
         while True:
-            if kind.listing is None:
-                raise ValueError(f"the {kind.name} kind has no listing to observe it with")
-            objects = await client.list_async(sender, *kind.listing(parent_id))
+            started = early.pop((kind.name, parent_id), None)
+            if started is not None:
+                objects = await started
+            else:
+                assert kind.listing is not None  # checked above
+                objects = await client.list_async(sender, *kind.listing(parent_id))
             kind, parent_id = steps.send(objects)
     except StopIteration as done:
         observation: Observation = done.value
         return observation
+    finally:
+        for unused in early.values():  # a wrong guess, or the observation failed first
+            unused.cancel()
+        if early:
+            await asyncio.gather(*early.values(), return_exceptions=True)
 
 
 def observation_failure(error: GorgiasError) -> Blocked:
@@ -323,7 +354,8 @@ class _Observer:
         with self.reconciler.client(domain, auth) as client:
             on_loop = self.sender is not None and isinstance(client, GorgiasClient)
             if on_loop and self.sender and all(kind.listing for kind in kinds):
-                return await observe_async(client, kinds, self.sender)
+                likely_ids = self.reconciler.last_applied.get(domain)
+                return await observe_async(client, kinds, self.sender, likely_ids)
             return await self.off_loop(lambda _domain: observe(client, kinds), domain)
 
 
@@ -446,4 +478,12 @@ def open_session(
     except BaseException:
         store.close()
         raise
-    return Session(store, Reconciler(desired, frozenset(managed), auth, client_factory))
+    last_applied = {
+        domain: {INTEGRATION.name: record.integration_id}
+        for domain, record in managed.items()
+        if record.integration_id is not None
+    }
+    reconciler = Reconciler(
+        desired, frozenset(managed), auth, client_factory, last_applied=last_applied
+    )
+    return Session(store, reconciler)
