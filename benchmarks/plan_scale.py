@@ -143,6 +143,9 @@ def main() -> int:
             f"  seeded in {time.perf_counter() - started:.1f} s, failures: {len(report.failures)}"
         )
 
+        store.close()
+        session = open_session(accounts_dir, state_url)  # as a later run: the ids now recorded
+        store = session.store
         sandbox.control.set_latency(gorgias_ms=args.latency_ms)
 
         cpu_used: dict[int, float] = {}
