@@ -14,7 +14,15 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Callable, Collection, Generator, Iterable, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Generator,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -292,25 +300,24 @@ async def observe_async(
     at the same time as their parents' kind: an in-sync account then costs one round trip
     instead of two. A list is used only if the observation asks for it (the object is still
     ours); a wrong guess is cancelled, and its list is made again the usual way."""
-    for kind in kinds:
+
+    def listing(kind: Kind, parent_id: int | None) -> Awaitable[list[JSON]]:
         if kind.listing is None:
             raise ValueError(f"the {kind.name} kind has no listing to observe it with")
+        return client.list_async(sender, *kind.listing(parent_id))
+
+    guesses = likely_ids or {}
     early: dict[tuple[str, int | None], asyncio.Future[list[JSON]]] = {}
     for kind in kinds:
-        guess = (likely_ids or {}).get(kind.parent) if kind.parent else None
-        if kind.listing is not None and guess is not None:
-            listing = client.list_async(sender, *kind.listing(guess))
-            early[(kind.name, guess)] = asyncio.ensure_future(listing)
+        guess = guesses.get(kind.parent) if kind.parent else None
+        if guess is not None:
+            early[(kind.name, guess)] = asyncio.ensure_future(listing(kind, guess))
     steps = _observation_steps(kinds)
     try:
         kind, parent_id = next(steps)
         while True:
             started = early.pop((kind.name, parent_id), None)
-            if started is not None:
-                objects = await started
-            else:
-                assert kind.listing is not None  # checked above
-                objects = await client.list_async(sender, *kind.listing(parent_id))
+            objects = await (started if started is not None else listing(kind, parent_id))
             kind, parent_id = steps.send(objects)
     except StopIteration as done:
         observation: Observation = done.value
@@ -351,11 +358,12 @@ class _Observer:
 
     async def observation(self, domain: str, auth: GorgiasAuth) -> Observation:
         kinds = self.reconciler.kinds
+        sender = self.sender
         with self.reconciler.client(domain, auth) as client:
-            on_loop = self.sender is not None and isinstance(client, GorgiasClient)
-            if on_loop and self.sender and all(kind.listing for kind in kinds):
+            on_loop = isinstance(client, GorgiasClient) and all(kind.listing for kind in kinds)
+            if sender is not None and on_loop:
                 likely_ids = self.reconciler.last_applied.get(domain)
-                return await observe_async(client, kinds, self.sender, likely_ids)
+                return await observe_async(client, kinds, sender, likely_ids)
             return await self.off_loop(lambda _domain: observe(client, kinds), domain)
 
 
