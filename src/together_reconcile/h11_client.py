@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import h11
@@ -285,6 +285,16 @@ class _Connection:
 _Pool = dict[_Origin, list[_Connection]]
 
 
+class _Pooled(Protocol):
+    """What a kept-alive connection of either client offers its pool."""
+
+    def usable(self, now: float, expiry: float) -> bool: ...
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Pooled)
+
+
 class _Settings:
     """What both clients are made with: headers sent with every request, timeouts, how long an
     idle connection is kept, and the SSL context (certifi's CAs when none is given)."""
@@ -301,10 +311,28 @@ class _Settings:
         self.timeouts = timeouts
         self._expiry = keepalive_expiry
         self._ssl_context = ssl_context
+        self._ssl_context_made = threading.Lock()
         self._start()
 
     def _start(self) -> None:
         """Set up the (empty) pools."""
+
+    def _tls(self) -> ssl.SSLContext:
+        """The SSL context of every connection, made on the first https one."""
+        with self._ssl_context_made:
+            if self._ssl_context is None:
+                self._ssl_context = default_ssl_context()
+            return self._ssl_context
+
+    def _idle_usable(self, idle: list[C] | None) -> C | None:
+        """The most recent idle connection still worth reusing; those that are not are closed."""
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()
+            if connection.usable(now, self._expiry):
+                return connection
+            connection.close()
+        return None
 
     def _prepare(
         self, url: str, headers: Iterable[tuple[str, str]], content: bytes | None
@@ -364,14 +392,8 @@ class H11Client(_Settings):
         return pool
 
     def _checkout(self, origin: _Origin) -> _Connection:
-        idle = self._pool().get(origin)
-        now = time.monotonic()
-        while idle:
-            connection = idle.pop()
-            if connection.usable(now, self._expiry):
-                return connection
-            connection.close()
-        return _Connection(self._connect(origin))
+        kept = self._idle_usable(self._pool().get(origin))
+        return kept if kept is not None else _Connection(self._connect(origin))
 
     def _connect(self, origin: _Origin) -> socket.socket:
         timeout = self.timeouts.connect
@@ -394,12 +416,6 @@ class H11Client(_Settings):
         except OSError as error:  # ssl.SSLError included: a certificate refused, say
             sock.close()
             raise TransportError("ConnectError", type(error).__name__, sent=False) from None
-
-    def _tls(self) -> ssl.SSLContext:
-        with self._lock:
-            if self._ssl_context is None:
-                self._ssl_context = default_ssl_context()
-            return self._ssl_context
 
     def idle_connections(self) -> int:
         """Kept-alive connections of the calling thread (for tests and diagnostics)."""
@@ -595,18 +611,10 @@ class AsyncH11Client(_Settings):
         return answer
 
     async def _checkout(self, origin: _Origin) -> _AsyncConnection:
-        idle = self._idle.get(origin)
-        now = time.monotonic()
-        while idle:
-            connection = idle.pop()
-            if connection.usable(now, self._expiry):
-                return connection
-            connection.close()
-        tls = None
-        if origin.scheme == "https":
-            if self._ssl_context is None:
-                self._ssl_context = default_ssl_context()
-            tls = self._ssl_context
+        kept = self._idle_usable(self._idle.get(origin))
+        if kept is not None:
+            return kept
+        tls = self._tls() if origin.scheme == "https" else None
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.timeouts.connect):
