@@ -13,9 +13,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.serve_helpers import free_port
 from together_reconcile.gorgias.client import (
     BearerAuth,
     CreateOutcomeUnknown,
@@ -24,7 +26,13 @@ from together_reconcile.gorgias.client import (
     ThroughHttpx,
     new_sender,
 )
-from together_reconcile.h11_client import AsyncH11Client, H11Client, Timeouts, TransportError
+from together_reconcile.h11_client import (
+    Answer,
+    AsyncH11Client,
+    H11Client,
+    Timeouts,
+    TransportError,
+)
 from together_reconcile.reconcile.observe import SharedTransportClientFactory
 
 OK_BODY = b'{"data": [], "meta": {"next_cursor": null}}'
@@ -231,70 +239,99 @@ def test_connection_close_is_honoured_and_idle_connections_expire(serve: Serve) 
     assert keeping.seen[0].port != keeping.seen[1].port
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def failure(call: Callable[[], object]) -> TransportError:
     with pytest.raises(TransportError) as caught:
         call()
     return caught.value
 
 
-def test_a_refused_connection_was_not_sent() -> None:
-    error = failure(lambda: H11Client().request("GET", f"http://127.0.0.1:{free_port()}/"))
+CLIENTS = pytest.mark.parametrize("which", ["sync", "async"])
+
+
+def request_with(
+    which: str,
+    url: str,
+    *,
+    method: str = "GET",
+    content: bytes | None = None,
+    timeouts: Timeouts | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> Answer:
+    """One request through a new sync or asyncio client."""
+    timeouts = timeouts or Timeouts()
+    if which == "sync":
+        return H11Client(timeouts=timeouts, ssl_context=ssl_context).request(
+            method, url, content=content
+        )
+
+    async def run() -> Answer:
+        client = AsyncH11Client(timeouts=timeouts, ssl_context=ssl_context)
+        try:
+            return await client.request(method, url, content=content)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
+def failure_of(which: str, url: str, **options: Any) -> TransportError:
+    """The `TransportError` one request raises (`request_with`'s options)."""
+    return failure(lambda: request_with(which, url, **options))
+
+
+@CLIENTS
+def test_a_refused_connection_was_not_sent(which: str) -> None:
+    error = failure_of(which, f"http://127.0.0.1:{free_port()}/")
     assert (error.name, error.sent, error.unsendable) == ("ConnectError", False, False)
 
 
-def test_no_answer_in_time_is_a_read_timeout_that_may_have_been_sent(serve: Serve) -> None:
+@CLIENTS
+def test_no_answer_in_time_is_a_read_timeout_that_may_have_been_sent(
+    serve: Serve, which: str
+) -> None:
     server = serve(lambda _r: "hang")
-    client = H11Client(timeouts=Timeouts(connect=1, read=0.3, write=1))
     started = time.monotonic()
-    error = failure(lambda: client.request("GET", server.url + "/"))
-    assert (error.name, error.sent) == ("ReadTimeout", True)
+    error = failure_of(which, server.url + "/", timeouts=Timeouts(connect=1, read=0.3, write=1))
+    assert (error.name, error.sent, error.unsendable) == ("ReadTimeout", True, False)
     assert time.monotonic() - started < 2
 
 
+@CLIENTS
 @pytest.mark.parametrize(
-    ("action", "name"),
-    [
-        ("drop", "RemoteProtocolError"),
-        (("close", b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{"), "RemoteProtocolError"),
-        (b"NOT HTTP\r\n\r\n", "RemoteProtocolError"),
-    ],
+    "action",
+    ["drop", ("close", b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{"), b"NOT HTTP\r\n\r\n"],
     ids=["closed-without-answer", "closed-mid-body", "garbage"],
 )
-def test_a_broken_answer_may_have_been_sent(serve: Serve, action: Action, name: str) -> None:
+def test_a_broken_answer_may_have_been_sent(serve: Serve, action: Action, which: str) -> None:
     server = serve(lambda _r: action)
-    error = failure(lambda: H11Client().request("POST", server.url + "/", content=b"{}"))
-    assert (error.name, error.sent) == (name, True)
+    error = failure_of(which, server.url + "/", method="POST", content=b"{}")
+    assert (error.name, error.sent, error.unsendable) == ("RemoteProtocolError", True, False)
 
 
+@CLIENTS
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/", "http:///nohost", "http://127.0.0.1:99999/"])
-def test_a_url_that_cannot_be_sent(url: str) -> None:
-    error = failure(lambda: H11Client().request("GET", url))
+def test_a_url_that_cannot_be_sent(url: str, which: str) -> None:
+    error = failure_of(which, url)
     assert (error.name, error.sent, error.unsendable) == ("UnsupportedProtocol", False, True)
 
 
 @pytest.mark.parametrize(
-    ("url", "host", "target"),
+    ("url", "target"),
     [
-        ("/api/integrations?limit=100", "127.0.0.1", "/api/integrations?limit=100"),
-        ("?limit=1", "127.0.0.1", "/?limit=1"),
-        ("", "127.0.0.1", "/"),
-        ("/p?q=1#fragment", "127.0.0.1", "/p?q=1"),
+        ("/api/integrations?limit=100", "/api/integrations?limit=100"),
+        ("?limit=1", "/?limit=1"),
+        ("", "/"),
+        ("/p?q=1#fragment", "/p?q=1"),
     ],
     ids=["path-and-query", "query-only", "nothing", "fragment-dropped"],
 )
-def test_the_request_line_and_host_as_sent(serve: Serve, url: str, host: str, target: str) -> None:
+def test_the_request_line_and_host_as_sent(serve: Serve, url: str, target: str) -> None:
     server = serve(lambda _r: answer())
     H11Client().request("GET", server.url + url)
     H11Client().request("GET", "HTTP" + server.url.removeprefix("http") + url)  # any case
     sent = [seen.head.split("\r\n") for seen in server.seen]
     assert [(lines[0], lines[1]) for lines in sent] == [
-        (f"GET {target} HTTP/1.1", f"Host: {host}:{server.port}")
+        (f"GET {target} HTTP/1.1", f"Host: 127.0.0.1:{server.port}")
     ] * 2
 
 
@@ -323,29 +360,35 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
     return make_certificate(tmp_path / "tls")
 
 
-def test_tls_verified_with_the_given_context_and_refused_otherwise(
-    serve: Serve, certificate: tuple[Path, Path]
-) -> None:
+@pytest.fixture
+def tls_server(serve: Serve, certificate: tuple[Path, Path]) -> tuple[ScriptedServer, Path]:
+    """A server answering over TLS with a certificate certifi does not know, and that
+    certificate's file."""
     cert, key = certificate
     server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_tls.load_cert_chain(cert, key)
-    server = serve(lambda _r: answer(), tls=server_tls)
+    return serve(lambda _r: answer(), tls=server_tls), cert
+
+
+@CLIENTS
+def test_tls_verified_with_the_given_context_and_refused_otherwise(
+    tls_server: tuple[ScriptedServer, Path], which: str
+) -> None:
+    server, cert = tls_server
     trusting = ssl.create_default_context(cafile=str(cert))
     url = f"https://localhost:{server.port}/api/x"
-    assert H11Client(ssl_context=trusting).request("GET", url).status_code == 200
-    error = failure(lambda: H11Client().request("GET", url))  # certifi does not know it
-    assert (error.name, error.sent) == ("ConnectError", False)
+    assert request_with(which, url, ssl_context=trusting).status_code == 200
+    error = failure_of(which, url)  # certifi does not know it
+    assert (error.name, error.sent, error.unsendable) == ("ConnectError", False, False)
 
 
+@CLIENTS
 def test_ssl_cert_file_is_read_as_httpx_reads_it(
-    serve: Serve, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    tls_server: tuple[ScriptedServer, Path], monkeypatch: pytest.MonkeyPatch, which: str
 ) -> None:
-    cert, key = certificate
-    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_tls.load_cert_chain(cert, key)
-    server = serve(lambda _r: answer(), tls=server_tls)
+    server, cert = tls_server
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
-    assert H11Client().request("GET", f"https://localhost:{server.port}/").status_code == 200
+    assert request_with(which, f"https://localhost:{server.port}/").status_code == 200
 
 
 def test_a_plain_http_server_behind_https_fails_the_handshake() -> None:
@@ -432,18 +475,11 @@ def test_a_create_whose_answer_is_lost_is_never_sent_twice(serve: Serve) -> None
     assert "RemoteProtocolError" in caught.value.message
 
 
-def test_the_factory_shares_one_sender_and_a_proxy_sends_through_httpx(
+@pytest.mark.usefixtures("without_proxy")
+def test_the_factory_shares_one_sender_and_behind_a_proxy_the_sender_is_httpx(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in (
-        "HTTPS_PROXY",
-        "HTTP_PROXY",
-        "ALL_PROXY",
-        "https_proxy",
-        "http_proxy",
-        "all_proxy",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    """(A plan through that proxy: tests/test_observe_loop.py.)"""
     factory = SharedTransportClientFactory()
     first = factory("acme.gorgias.com", BearerAuth("tok-a"))
     second = factory("other.gorgias.com", BearerAuth("tok-b"))
@@ -495,39 +531,13 @@ def test_async_a_connection_the_server_closed_is_not_reused(serve: Serve) -> Non
     assert len({seen.port for seen in server.seen}) == 2
 
 
-def async_failure(url: str, client: AsyncH11Client | None = None) -> TransportError:
-    async def run() -> None:
-        sender = client or AsyncH11Client()
-        try:
-            await sender.request("GET", url)
-        finally:
-            await sender.aclose()
-
-    with pytest.raises(TransportError) as caught:
-        asyncio.run(run())
-    return caught.value
-
-
-def test_async_failures_are_named_and_classed_as_the_sync_ones(serve: Serve) -> None:
-    refused = async_failure(f"http://127.0.0.1:{free_port()}/")
-    assert (refused.name, refused.sent) == ("ConnectError", False)
-    hanging = serve(lambda _r: "hang")
-    slow = async_failure(hanging.url + "/", AsyncH11Client(timeouts=Timeouts(read=0.3)))
-    assert (slow.name, slow.sent) == ("ReadTimeout", True)
-    dropping = serve(lambda _r: "drop")
-    dropped = async_failure(dropping.url + "/")
-    assert (dropped.name, dropped.sent) == ("RemoteProtocolError", True)
-    bad = async_failure("ftp://127.0.0.1/")
-    assert (bad.name, bad.unsendable) == ("UnsupportedProtocol", True)
-
-
 def test_an_answer_whose_bytes_keep_coming_is_not_a_read_timeout(serve: Serve) -> None:
     """The read timeout is the longest wait for the next bytes, not for the whole answer
-    (as httpx's): 40 pauses of 10 ms outlast a 0.2 s timeout without tripping it."""
-    slow = answer(b'{"n": 1}')[:40], answer(b'{"n": 1}')[40:]
-    server = serve(lambda _r: ("trickle", slow[0] + slow[1]))
+    (as httpx's): the answer comes a byte every 10 ms, taking longer than the 0.2 s timeout."""
+    slow = answer(b'{"n": 1}')
+    server = serve(lambda _r: ("trickle", slow))
     timeouts = Timeouts(read=0.2)
-    assert len(slow[0]) * TRICKLE_PAUSE_S > timeouts.read
+    assert len(slow) * TRICKLE_PAUSE_S > 2 * timeouts.read  # the premise, not the check
     assert H11Client(timeouts=timeouts).request("GET", server.url + "/").json() == {"n": 1}
 
     async def run() -> object:
@@ -557,24 +567,6 @@ def test_a_connection_with_bytes_nobody_asked_for_is_not_reused(serve: Serve) ->
     sync.request("GET", server.url + "/d")
     ports = [seen.port for seen in server.seen]
     assert len(set(ports)) == 4, ports
-
-
-def test_async_tls_verified(serve: Serve, certificate: tuple[Path, Path]) -> None:
-    cert, key = certificate
-    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_tls.load_cert_chain(cert, key)
-    server = serve(lambda _r: answer(), tls=server_tls)
-    url = f"https://localhost:{server.port}/"
-    refused = async_failure(url)  # certifi does not know the certificate
-    assert (refused.name, refused.sent) == ("ConnectError", False)
-
-    async def run() -> int:
-        client = AsyncH11Client(ssl_context=ssl.create_default_context(cafile=str(cert)))
-        got = await client.request("GET", url)
-        await client.aclose()
-        return got.status_code
-
-    assert asyncio.run(run()) == 200
 
 
 def test_async_listing_pages_and_paces_as_the_sync_one(serve: Serve) -> None:

@@ -27,12 +27,9 @@ ACCOUNTS = [f"shop{n:02d}" for n in range(12)]
 
 @pytest.fixture
 def session(
-    sandbox: RunningSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sandbox: RunningSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, without_proxy: None
 ) -> Iterator[Session]:
     """Twelve accounts applied once: every one in sync."""
-    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
     folder = tmp_path / "accounts"
     folder.mkdir()
     env = {
