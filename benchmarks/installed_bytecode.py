@@ -20,7 +20,8 @@ def compile_package() -> str:
     package = Path(together_reconcile.__file__).parent
     if not sys.flags.dont_write_bytecode:
         return f"bytecode: written by Python itself on first import ({package})"
-    compileall.compile_dir(package, quiet=1)
+    if not compileall.compile_dir(package, quiet=1):
+        raise SystemExit(f"bytecode: compiling {package} failed (see above)")
     return (
         f"bytecode: compiled {package} first, as pip does on install "
         "(PYTHONDONTWRITEBYTECODE is set: Python would recompile it on every run)"

@@ -83,6 +83,13 @@ def sandbox_process() -> Iterator[_Sandbox]:
         process.wait(timeout=10)
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=1000)
@@ -93,7 +100,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--cli-runs",
-        type=int,
+        type=positive,
         default=5,
         help="times the CLI runs; its figures are the median run's (one run swings by 0.3 s "
         "on a shared 2-core machine)",
@@ -168,7 +175,6 @@ def main() -> int:
         fast_s, fast_rpa, _ = timed_plan(domains, DEFAULT_PLAN_CONCURRENCY)
         others = {level: timed_plan(domains, level)[0] for level in args.also_concurrency}
 
-        sandbox.control.clear_requests()
         command = [sys.executable, "-m", "together_reconcile", "plan", "--json"]
         if args.profile:  # a sampling profile of every thread (py-spy, from PyPI, dev extra)
             # --gil: only the thread holding the GIL (the process is GIL-bound: its CPU);
@@ -210,7 +216,8 @@ def main() -> int:
                 children_after.children_system - children_before.children_system
             )
             cli_runs.append((seconds, cpu_seconds, len(sandbox.control.requests())))
-        cli_s, cli_cpu_s, cli_requests = sorted(cli_runs)[len(cli_runs) // 2]  # the median run
+        # the median run (the lower middle one of an even number)
+        cli_s, cli_cpu_s, cli_requests = sorted(cli_runs)[(len(cli_runs) - 1) // 2]
         cli_rpa = cli_requests / len(domains)
 
         subset = domains[: args.baseline_accounts]
